@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+
+mod algorithm;
+mod backend;
+mod capabilities;
+mod error;
+mod key;
+mod name;
+mod public_key;
+mod secret;
+mod signature;
+
+pub use crate::algorithm::{HashAlg, KeyAlgorithm, KeyUsage, KeyUsages, RsaPadding, SignatureScheme};
+pub use crate::backend::{Backend, BackendExt};
+pub use crate::capabilities::Capabilities;
+pub use crate::error::{Error, ErrorKind, Operation, ProviderCode, Result};
+pub use crate::key::{
+    Health, HealthStatus, ImportSpec, KeyInfo, KeyMaterial, KeySpec, KeyVersionInfo, Protection,
+    WrapFormat, WrappedKey, WrappingSpec,
+};
+pub use crate::name::{KeyName, KeyRef, KeyVersion};
+pub use crate::public_key::PublicKey;
+pub use crate::secret::{PromptHook, SecretBytes, SecretSource, SecretString, set_prompt_hook};
+pub use crate::signature::{
+    SignInput, Signature, ecdsa_der_to_fixed, ecdsa_fixed_to_der, ecdsa_scalar_len, verify,
+};
+
+pub use async_trait::async_trait;
