@@ -1,1 +1,11 @@
-//! stub
+#![doc = include_str!("../README.md")]
+
+mod aead;
+#[cfg(feature = "aws-lc-rs")]
+mod aws_lc;
+mod provider;
+
+pub use crate::aead::{AeadCiphertext, NONCE_LEN, TAG_LEN};
+#[cfg(feature = "aws-lc-rs")]
+pub use crate::aws_lc::AwsLcProvider;
+pub use crate::provider::{AeadKey, CryptoProvider, PrivateKey, default_provider};

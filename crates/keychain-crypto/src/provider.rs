@@ -1,0 +1,114 @@
+//! The seam: what a software crypto provider offers.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use keychain_core::{
+    Error, HashAlg, KeyAlgorithm, PublicKey, Result, SecretBytes, SignatureScheme,
+};
+
+/// A software cryptography implementation. Backends that keep keys in software
+/// (`keychain-pkcs8`, the TPM's sealed AES keys, envelope DEKs) call through this trait only,
+/// so the implementation underneath can be swapped without touching them.
+///
+/// Keys cross this seam as PKCS#8 v1 DER (asymmetric) or raw bytes (AES), always in
+/// [`SecretBytes`].
+pub trait CryptoProvider: Send + Sync + Debug + 'static {
+    /// A short name (`aws-lc-rs`, `rustcrypto`).
+    fn name(&self) -> &'static str;
+
+    /// The algorithms this provider can generate and use.
+    fn algorithms(&self) -> Vec<KeyAlgorithm>;
+
+    /// The signature schemes this provider can make (each with the keys it fits).
+    fn signature_schemes(&self) -> Vec<SignatureScheme>;
+
+    /// The hashes RSA-OAEP decryption supports (empty without RSA).
+    fn oaep_hashes(&self) -> Vec<HashAlg>;
+
+    /// Generates a key: PKCS#8 v1 DER for asymmetric algorithms, raw key bytes for AES.
+    ///
+    /// # Errors
+    /// `Unsupported` for an algorithm not in [`CryptoProvider::algorithms`].
+    fn generate(&self, algorithm: KeyAlgorithm) -> Result<SecretBytes>;
+
+    /// Parses a PKCS#8 DER private key of `algorithm` into a ready-to-use key. Parsing is the
+    /// expensive part; callers cache the result.
+    ///
+    /// # Errors
+    /// `InvalidInput` when the DER is not a valid key of `algorithm`; `Unsupported` for an
+    /// algorithm the provider lacks.
+    fn private_key(&self, algorithm: KeyAlgorithm, pkcs8_der: &[u8]) -> Result<Box<dyn PrivateKey>>;
+
+    /// Prepares an AES-GCM key.
+    ///
+    /// # Errors
+    /// `InvalidInput` when `key` has the wrong length for `algorithm`.
+    fn aead_key(&self, algorithm: KeyAlgorithm, key: &[u8]) -> Result<Box<dyn AeadKey>>;
+
+    /// Fills `buf` from a cryptographically secure generator.
+    ///
+    /// # Errors
+    /// `Unexpected` when the generator fails.
+    fn fill_random(&self, buf: &mut [u8]) -> Result<()>;
+}
+
+/// A parsed asymmetric private key.
+pub trait PrivateKey: Send + Sync {
+    /// The key's algorithm.
+    fn algorithm(&self) -> KeyAlgorithm;
+
+    /// The matching public key.
+    fn public_key(&self) -> &PublicKey;
+
+    /// Signs `data`: the digest for hash-based schemes (already checked against the scheme's hash
+    /// length by [`keychain_core::SignInput::prepare`]), the message for Ed25519. ECDSA output is DER.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a scheme that does not fit the key; `Unsupported` for a scheme the
+    /// provider lacks.
+    fn sign(&self, data: &[u8], scheme: SignatureScheme) -> Result<Vec<u8>>;
+
+    /// Decrypts an RSA-OAEP ciphertext (label empty, MGF1 with the same hash).
+    ///
+    /// # Errors
+    /// `Integrity` when decryption fails; `InvalidInput` for a non-RSA key.
+    fn decrypt_oaep(&self, ciphertext: &[u8], hash: HashAlg) -> Result<SecretBytes> {
+        let _ = (ciphertext, hash);
+        Err(Error::invalid_input(format!(
+            "{} keys do not decrypt",
+            self.algorithm()
+        )))
+    }
+}
+
+/// A prepared AES-GCM key.
+pub trait AeadKey: Send + Sync {
+    /// Encrypts `plaintext` with `nonce` (unique per key!) and `aad`; returns ciphertext || tag.
+    ///
+    /// # Errors
+    /// `Unexpected` on an internal failure.
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>>;
+
+    /// Decrypts ciphertext || tag.
+    ///
+    /// # Errors
+    /// `Integrity` when the tag does not verify.
+    fn open(&self, nonce: &[u8; 12], aad: &[u8], ciphertext_and_tag: &[u8]) -> Result<SecretBytes>;
+}
+
+/// The default provider compiled in: aws-lc-rs when its feature is on.
+///
+/// # Panics
+/// Never when the `aws-lc-rs` feature is enabled (the default). Without it, there is no
+/// default provider and this returns `None`.
+pub fn default_provider() -> Option<Arc<dyn CryptoProvider>> {
+    #[cfg(feature = "aws-lc-rs")]
+    {
+        Some(Arc::new(crate::AwsLcProvider::new()))
+    }
+    #[cfg(not(feature = "aws-lc-rs"))]
+    {
+        None
+    }
+}

@@ -1,0 +1,98 @@
+//! Configuration of the software backend.
+
+use std::path::PathBuf;
+
+use keychain_core::SecretSource;
+use serde::{Deserialize, Serialize};
+
+/// Configuration for [`crate::Pkcs8Backend::open`].
+///
+/// ```toml
+/// dir = "./.keychain"                          # omit for an in-memory (ephemeral) store
+/// password = { env = "KEYCHAIN_PASSWORD" }
+/// kdf = { pbkdf2 = { iterations = 600000 } }   # or { scrypt = { log-n = 14, r = 8, p = 1 } }
+/// ```
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[non_exhaustive]
+pub struct Config {
+    /// Directory of key files; `None` keeps keys in memory only (tests, ephemeral use).
+    pub dir: Option<PathBuf>,
+    /// The password that encrypts every key file. Default: the `KEYCHAIN_PASSWORD` variable.
+    pub password: SecretSource,
+    /// How the password becomes an encryption key for newly written files.
+    pub kdf: Kdf,
+    /// Open a key directory even if group or others can access it (not recommended).
+    pub allow_insecure_permissions: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            password: SecretSource::env("KEYCHAIN_PASSWORD"),
+            kdf: Kdf::default(),
+            allow_insecure_permissions: false,
+        }
+    }
+}
+
+impl Config {
+    /// Keys in `dir`, encrypted with `password`.
+    pub fn new(dir: impl Into<PathBuf>, password: SecretSource) -> Self {
+        Self {
+            dir: Some(dir.into()),
+            password,
+            ..Self::default()
+        }
+    }
+
+    /// Keys in memory, encrypted with `password` (useful to exercise the full path in tests).
+    pub fn in_memory(password: SecretSource) -> Self {
+        Self {
+            password,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the KDF for newly written files.
+    #[must_use]
+    pub fn with_kdf(mut self, kdf: Kdf) -> Self {
+        self.kdf = kdf;
+        self
+    }
+}
+
+/// The password-based key derivation used for PBES2 (PKCS#5 v2.1), AES-256-CBC encryption.
+///
+/// Both are read by OpenSSL (`openssl pkey -in FILE -passin pass:...`). Files written with
+/// one KDF remain readable after the configuration changes to another: each file carries its
+/// own parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Kdf {
+    /// PBKDF2-HMAC-SHA256.
+    Pbkdf2 {
+        /// Iteration count. The default, 600 000, is OWASP's 2023 figure for PBKDF2-SHA256.
+        iterations: u32,
+    },
+    /// scrypt.
+    #[serde(rename_all = "kebab-case")]
+    Scrypt {
+        /// log2 of the CPU/memory cost N. Keep ≤ 14 with r = 8 for OpenSSL's default memory limit.
+        log_n: u8,
+        /// Block size.
+        r: u32,
+        /// Parallelism.
+        p: u32,
+    },
+}
+
+impl Default for Kdf {
+    fn default() -> Self {
+        Self::Pbkdf2 {
+            iterations: 600_000,
+        }
+    }
+}

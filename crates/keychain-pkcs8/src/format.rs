@@ -1,0 +1,212 @@
+//! PKCS#8 on disk: PBES2 encryption, decryption and algorithm detection.
+
+use der::asn1::{ObjectIdentifier, OctetStringRef};
+use der::{Decode as _, Encode as _};
+use keychain_core::{Error, ErrorKind, KeyAlgorithm, Result, SecretBytes};
+use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
+use spki::AlgorithmIdentifierRef;
+
+use crate::config::Kdf;
+
+const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const OID_P521: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
+const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+// AES-GCM key OIDs (NIST CSOR): symmetric keys are stored as a PrivateKeyInfo naming the
+// cipher, so they get the same PBES2 protection as private keys.
+const OID_AES128_GCM: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.6");
+const OID_AES192_GCM: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.26");
+const OID_AES256_GCM: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.46");
+
+fn aes_oid(algorithm: KeyAlgorithm) -> Option<ObjectIdentifier> {
+    match algorithm {
+        KeyAlgorithm::Aes128Gcm => Some(OID_AES128_GCM),
+        KeyAlgorithm::Aes192Gcm => Some(OID_AES192_GCM),
+        KeyAlgorithm::Aes256Gcm => Some(OID_AES256_GCM),
+        _ => None,
+    }
+}
+
+/// The PKCS#8 DER that holds an AES key.
+pub(crate) fn symmetric_to_pkcs8(algorithm: KeyAlgorithm, key: &[u8]) -> Result<SecretBytes> {
+    let oid = aes_oid(algorithm)
+        .ok_or_else(|| Error::invalid_input(format!("{algorithm} is not a symmetric algorithm")))?;
+    let octets = OctetStringRef::new(key).map_err(encoding)?;
+    let info = PrivateKeyInfoRef::new(
+        AlgorithmIdentifierRef {
+            oid,
+            parameters: None,
+        },
+        octets,
+    );
+    Ok(SecretBytes::new(info.to_der().map_err(encoding)?))
+}
+
+fn encoding(e: der::Error) -> Error {
+    Error::new(ErrorKind::Unexpected, format!("DER encoding failed: {e}"))
+}
+
+/// What a decrypted PKCS#8 document holds.
+pub(crate) struct Plain {
+    pub(crate) algorithm: KeyAlgorithm,
+    /// PKCS#8 DER for asymmetric keys; the raw key for AES.
+    pub(crate) material: SecretBytes,
+}
+
+/// Detects the algorithm of a PKCS#8 DER `PrivateKeyInfo` and extracts what the provider needs.
+pub(crate) fn inspect(der: &[u8]) -> Result<Plain> {
+    let info = PrivateKeyInfoRef::from_der(der)
+        .map_err(|e| Error::invalid_input(format!("not a PKCS#8 private key: {e}")))?;
+    let oid = info.algorithm.oid;
+    let algorithm = if oid == OID_RSA {
+        let key = pkcs1::RsaPrivateKey::<der::asn1::UintRef<'_>>::from_der(info.private_key.as_bytes())
+            .map_err(|e| Error::invalid_input(format!("malformed RSA key: {e}")))?;
+        let m = key.modulus.as_bytes();
+        let bits = m.len() * 8 - m.first().map_or(8, |b| b.leading_zeros() as usize);
+        match bits {
+            2048 => KeyAlgorithm::Rsa2048,
+            3072 => KeyAlgorithm::Rsa3072,
+            4096 => KeyAlgorithm::Rsa4096,
+            other => return Err(Error::unsupported(format!("RSA keys of {other} bits"))),
+        }
+    } else if oid == OID_EC {
+        let curve: ObjectIdentifier = info
+            .algorithm
+            .parameters
+            .ok_or_else(|| Error::invalid_input("EC key without a named curve"))?
+            .decode_as()
+            .map_err(|e| Error::invalid_input(format!("EC curve parameter: {e}")))?;
+        match curve {
+            c if c == OID_P256 => KeyAlgorithm::EcP256,
+            c if c == OID_P384 => KeyAlgorithm::EcP384,
+            c if c == OID_P521 => KeyAlgorithm::EcP521,
+            c => return Err(Error::unsupported(format!("elliptic curve {c}"))),
+        }
+    } else if oid == OID_ED25519 {
+        KeyAlgorithm::Ed25519
+    } else if let Some(a) = [
+        KeyAlgorithm::Aes128Gcm,
+        KeyAlgorithm::Aes192Gcm,
+        KeyAlgorithm::Aes256Gcm,
+    ]
+    .into_iter()
+    .find(|a| aes_oid(*a) == Some(oid))
+    {
+        let key = info.private_key.as_bytes();
+        if Some(key.len()) != a.symmetric_key_len() {
+            return Err(Error::invalid_input(format!("{a} key has {} bytes", key.len())));
+        }
+        return Ok(Plain {
+            algorithm: a,
+            material: SecretBytes::from_slice(key),
+        });
+    } else {
+        return Err(Error::unsupported(format!("private key algorithm {oid}")));
+    };
+    Ok(Plain {
+        algorithm,
+        material: SecretBytes::from_slice(der),
+    })
+}
+
+/// Encrypts a PKCS#8 DER document with PBES2 under `password`; returns PEM
+/// (`ENCRYPTED PRIVATE KEY`).
+pub(crate) fn encrypt(der: &[u8], password: &[u8], kdf: Kdf) -> Result<String> {
+    let mut salt = [0u8; 16];
+    let mut iv = [0u8; 16];
+    getrandom::fill(&mut salt)
+        .and_then(|()| getrandom::fill(&mut iv))
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("random generator: {e}")))?;
+    let bad_kdf = |e: pkcs5::Error| Error::invalid_input(format!("invalid KDF parameters: {e}"));
+    let params = match kdf {
+        Kdf::Pbkdf2 { iterations } => {
+            pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(iterations, &salt, iv)
+                .map_err(bad_kdf)?
+        }
+        Kdf::Scrypt { log_n, r, p } => {
+            let sp = pkcs5::scrypt::Params::new(log_n, r, p)
+                .map_err(|e| Error::invalid_input(format!("invalid scrypt parameters: {e}")))?;
+            pkcs5::pbes2::Parameters::generate_scrypt_aes256cbc(sp, &salt, iv).map_err(bad_kdf)?
+        }
+    };
+    let info = PrivateKeyInfoRef::from_der(der)
+        .map_err(|e| Error::invalid_input(format!("not a PKCS#8 private key: {e}")))?;
+    let doc = info
+        .encrypt_with_params(params, password)
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("PKCS#8 encryption failed: {e}")))?;
+    let pem = doc
+        .to_pem("ENCRYPTED PRIVATE KEY", der::pem::LineEnding::LF)
+        .map_err(encoding)?;
+    Ok(pem.to_string())
+}
+
+/// Decrypts an `ENCRYPTED PRIVATE KEY` (PEM or DER) with `password`; returns the PKCS#8 DER.
+///
+/// A document that does not parse is `Integrity` (a torn or corrupted file); one that parses
+/// but does not decrypt is `Unauthenticated`: PBES2 with CBC cannot tell a wrong password from
+/// a tampered ciphertext body, and the wrong password is by far the common case.
+pub(crate) fn decrypt(data: &[u8], password: &[u8]) -> Result<SecretBytes> {
+    let corrupt = |what: String| Error::new(ErrorKind::Integrity, what);
+    let der_owned;
+    let der: &[u8] = if data.starts_with(b"-----BEGIN") {
+        let (label, der) = der::pem::decode_vec(data)
+            .map_err(|e| corrupt(format!("key file is not valid PEM: {e}")))?;
+        if label != "ENCRYPTED PRIVATE KEY" {
+            return Err(corrupt(format!("key file holds {label:?}, not an encrypted key")));
+        }
+        der_owned = der;
+        &der_owned
+    } else {
+        data
+    };
+    let info = EncryptedPrivateKeyInfoRef::from_der(der)
+        .map_err(|e| corrupt(format!("key file is not an encrypted PKCS#8 document: {e}")))?;
+    let doc = info.decrypt(password).map_err(|_| {
+        Error::new(
+            ErrorKind::Unauthenticated,
+            "wrong password (the key file does not decrypt)",
+        )
+    })?;
+    Ok(SecretBytes::from_slice(doc.as_bytes()))
+}
+
+/// Reads PKCS#8 given for import: PEM or DER, encrypted or not.
+pub(crate) fn import(data: &[u8], password: Option<&[u8]>) -> Result<SecretBytes> {
+    let trimmed = data.trim_ascii_start();
+    let (label, der) = if trimmed.starts_with(b"-----BEGIN") {
+        let (label, der) = der::pem::decode_vec(trimmed)
+            .map_err(|e| Error::invalid_input(format!("not valid PEM: {e}")))?;
+        (Some(label.to_owned()), SecretBytes::new(der))
+    } else {
+        (None, SecretBytes::from_slice(data))
+    };
+    let encrypted = match label.as_deref() {
+        Some("ENCRYPTED PRIVATE KEY") => true,
+        Some("PRIVATE KEY") => false,
+        Some(other) => {
+            return Err(Error::invalid_input(format!(
+                "PEM label {other:?}; expected PRIVATE KEY or ENCRYPTED PRIVATE KEY"
+            )));
+        }
+        None => EncryptedPrivateKeyInfoRef::from_der(der.expose()).is_ok(),
+    };
+    if encrypted {
+        let password = password.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unauthenticated,
+                "the key is encrypted and no password was given",
+            )
+        })?;
+        decrypt(der.expose(), password).map_err(|e| {
+            if e.kind() == ErrorKind::Integrity {
+                Error::invalid_input(e.message().to_owned())
+            } else {
+                e
+            }
+        })
+    } else {
+        Ok(der)
+    }
+}
