@@ -1,1 +1,659 @@
-fn main() {}
+//! `cargo xtask`: project automation for the keychain workspace.
+//!
+//! - `setup`: installs what the tests need (Debian packages, cargo-deny, the offline advisory DB).
+//! - `services start|stop`: runs the emulators the test cells talk to (none defined yet).
+//! - `test`: setup + services + the whole workspace test run + a summary table per cell.
+//! - `ci`: fmt, clippy, cargo-deny, dependency invariants, then `test`.
+//! - `bench`: the backend benchmarks.
+//!
+//! Std only, so `cargo xtask` builds in seconds on a fresh machine.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "xtask is a command-line tool; stdout is its interface"
+)]
+
+mod deps;
+mod report;
+
+use std::collections::hash_map::DefaultHasher;
+use std::env;
+use std::ffi::OsStr;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Instant, UNIX_EPOCH};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// A test cell: one backend/emulator combination whose tests run when its settings are present
+/// (DESIGN.md §5). Service cells (SoftHSM, swtpm, moto, OpenBao) add themselves to `CELLS`;
+/// their `services start` hook will write `env` to the env file under `target/`.
+#[derive(Debug)]
+pub(crate) struct Cell {
+    pub(crate) name: &'static str,
+    /// `KEYCHAIN_TEST_<CELL>_<SETTING>` variables; the cell is configured when all are set.
+    pub(crate) env: &'static [&'static str],
+    /// Commands the cell needs, and the Debian package that provides each.
+    pub(crate) needs: &'static [Need],
+    /// Test targets belonging to the cell (matched against cargo's `Running ...` line).
+    /// The first cell owns every target no other cell claims.
+    pub(crate) targets: &'static [&'static str],
+}
+
+/// A command that must be on `PATH`, and the Debian package that provides it.
+#[derive(Debug)]
+pub(crate) struct Need {
+    pub(crate) command: &'static str,
+    pub(crate) package: &'static str,
+}
+
+const CELLS: &[Cell] = &[Cell {
+    // Not a service: every test that needs nothing installed beyond these tools.
+    name: "unit",
+    env: &[],
+    needs: &[
+        Need {
+            command: "openssl",
+            package: "openssl",
+        },
+        Need {
+            command: "pkg-config",
+            package: "pkg-config",
+        },
+    ],
+    targets: &[],
+}];
+
+const CARGO_DENY_VERSION: &str = "0.20.2";
+/// The directory name cargo-deny derives from the default advisory-db URL (DESIGN.md §6).
+const ADVISORY_DB_DIR: &str = "advisory-db-3157b0e258782691";
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  setup                 install test prerequisites (idempotent)
+  services start|stop   start/stop the test services
+  test                  setup + services + workspace tests + cell summary
+  ci                    fmt, clippy, cargo-deny, dependency invariants, test
+  bench                 backend benchmarks";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["setup"] => setup(),
+        ["services", "start"] => services_start(),
+        ["services", "stop"] => services_stop(),
+        ["test"] => setup()
+            .and_then(|()| services_start())
+            .and_then(|()| test()),
+        ["ci"] => ci(),
+        ["bench"] => bench(),
+        [] | ["help" | "-h" | "--help"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown command `{}`\n\n{USAGE}", args.join(" "))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// setup
+
+fn setup() -> Result {
+    system_packages()?;
+    cargo_deny()?;
+    advisory_db()
+}
+
+fn system_packages() -> Result {
+    let missing = missing_needs();
+    if missing.is_empty() {
+        println!("setup: system tools present");
+        return Ok(());
+    }
+    let commands: Vec<&str> = missing.iter().map(|n| n.command).collect();
+    let mut packages: Vec<&str> = missing.iter().map(|n| n.package).collect();
+    packages.dedup();
+    let install = format!(
+        "apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    );
+    if !is_root() {
+        return Err(format!(
+            "missing commands: {}; install them as root with: {install}",
+            commands.join(", ")
+        ));
+    }
+    if !on_path("apt-get") {
+        return Err(format!(
+            "missing commands: {}; no apt-get here, install the equivalent of: {install}",
+            commands.join(", ")
+        ));
+    }
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let still: Vec<&str> = missing_needs().iter().map(|n| n.command).collect();
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("still missing after apt-get: {}", still.join(", ")))
+    }
+}
+
+fn missing_needs() -> Vec<&'static Need> {
+    let mut missing: Vec<&Need> = Vec::new();
+    for need in CELLS.iter().flat_map(|c| c.needs) {
+        if !on_path(need.command) && !missing.iter().any(|m| m.command == need.command) {
+            missing.push(need);
+        }
+    }
+    missing
+}
+
+/// `command -v` without a shell: an executable file of that name in a `PATH` directory.
+fn on_path(command: &str) -> bool {
+    env::var_os("PATH").is_some_and(|path| {
+        env::split_paths(&path).any(|dir| {
+            fs::metadata(dir.join(command))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == b"0")
+}
+
+fn cargo_deny() -> Result {
+    if let Some(version) = cargo_deny_version() {
+        println!("setup: {version} present");
+        return Ok(());
+    }
+    println!("setup: installing cargo-deny {CARGO_DENY_VERSION} (a few minutes)");
+    let start = Instant::now();
+    run(&mut cargo(&[
+        "install",
+        "cargo-deny",
+        "--locked",
+        "--version",
+        CARGO_DENY_VERSION,
+    ]))?;
+    println!("setup: cargo-deny installed in {:.0?}", start.elapsed());
+    Ok(())
+}
+
+fn cargo_deny_version() -> Option<String> {
+    let out = cargo(&["deny", "--version"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn advisory_db_path() -> Result<PathBuf> {
+    let cargo_home = match env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => env::var_os("HOME")
+            .map(|home| Path::new(&home).join(".cargo"))
+            .ok_or("neither CARGO_HOME nor HOME is set")?,
+    };
+    Ok(cargo_home.join("advisory-dbs").join(ADVISORY_DB_DIR))
+}
+
+/// Copies the offline RustSec snapshot to where cargo-deny looks by default and makes it a
+/// one-commit git repository (DESIGN.md §6). Skipped when the copy is already a repository made
+/// from a snapshot with the same listing, sizes and mtimes.
+fn advisory_db() -> Result {
+    let source = match env::var_os("KEYCHAIN_ADVISORY_DB") {
+        Some(path) => PathBuf::from(path),
+        None => workspace_root().join("../shared/advisory-db"),
+    };
+    let source = source.canonicalize().unwrap_or(source);
+    let dest = advisory_db_path()?;
+    if dest.starts_with(workspace_root()) {
+        return Err(format!(
+            "refusing to create a git repository inside the checkout: {}",
+            dest.display()
+        ));
+    }
+    if !source.is_dir() {
+        let note = if has_commit(&dest) {
+            "keeping the existing copy"
+        } else {
+            "`cargo deny --offline check` will fail; set KEYCHAIN_ADVISORY_DB"
+        };
+        println!(
+            "setup: no advisory-db snapshot at {}; {note}",
+            source.display()
+        );
+        return Ok(());
+    }
+
+    let fingerprint = fingerprint(&source)?;
+    // Inside .git, so the marker is not part of the committed tree.
+    let marker = dest.join(".git").join("keychain-snapshot");
+    if has_commit(&dest) && fs::read_to_string(&marker).is_ok_and(|m| m == fingerprint) {
+        println!("setup: advisory db up to date at {}", dest.display());
+        return Ok(());
+    }
+
+    if dest.exists() {
+        fs::remove_dir_all(&dest).map_err(|e| format!("removing {}: {e}", dest.display()))?;
+    }
+    copy_tree(&source, &dest)?;
+    let git = |args: &[&str]| {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C").arg(&dest).args(args);
+        // Under a git hook these point at the checkout; the snapshot must get its own repository.
+        for var in [
+            "GIT_DIR",
+            "GIT_WORK_TREE",
+            "GIT_INDEX_FILE",
+            "GIT_OBJECT_DIRECTORY",
+        ] {
+            cmd.env_remove(var);
+        }
+        run_quiet(&mut cmd)
+    };
+    git(&["-c", "init.defaultBranch=main", "init", "-q"])?;
+    git(&["add", "-A"])?;
+    git(&[
+        "-c",
+        "user.name=x",
+        "-c",
+        "user.email=x@x",
+        "-c",
+        "commit.gpgsign=false",
+        "commit",
+        "-q",
+        "-m",
+        "snapshot",
+    ])?;
+    fs::write(&marker, fingerprint).map_err(|e| format!("writing {}: {e}", marker.display()))?;
+    println!(
+        "setup: advisory db copied from {} to {}",
+        source.display(),
+        dest.display()
+    );
+    Ok(())
+}
+
+fn has_commit(repo: &Path) -> bool {
+    repo.join(".git").is_dir()
+        && Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["rev-parse", "-q", "--verify", "HEAD"])
+            .env_remove("GIT_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// A hash of the source path and every entry's relative path, size and mtime.
+fn fingerprint(root: &Path) -> Result<String> {
+    fn walk(root: &Path, dir: &Path, hasher: &mut DefaultHasher) -> Result {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .and_then(|rd| rd.collect::<std::io::Result<Vec<_>>>())
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let meta = fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            path.strip_prefix(root).unwrap_or(&path).hash(hasher);
+            meta.len().hash(hasher);
+            meta.modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .hash(hasher);
+            if meta.is_dir() {
+                walk(root, &path, hasher)?;
+            }
+        }
+        Ok(())
+    }
+    let mut hasher = DefaultHasher::new();
+    root.hash(&mut hasher);
+    walk(root, root, &mut hasher)?;
+    Ok(format!("{:016x}", hasher.finish()))
+}
+
+/// Recursive copy that leaves the copy writable (the shared snapshot is read-only, and a
+/// read-only copy could not be replaced later by a non-root user).
+fn copy_tree(from: &Path, to: &Path) -> Result {
+    fs::create_dir_all(to).map_err(|e| format!("creating {}: {e}", to.display()))?;
+    let entries = fs::read_dir(from).map_err(|e| format!("reading {}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("reading {}: {e}", from.display()))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if fs::metadata(&src).is_ok_and(|m| m.is_dir()) {
+            copy_tree(&src, &dst)?;
+        } else {
+            fs::copy(&src, &dst).map_err(|e| format!("copying {}: {e}", src.display()))?;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(0o644))
+                .map_err(|e| format!("chmod {}: {e}", dst.display()))?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// services
+
+fn services_start() -> Result {
+    println!("services: no services are defined yet");
+    Ok(())
+}
+
+fn services_stop() -> Result {
+    println!("services: no services are defined yet");
+    Ok(())
+}
+
+fn cell_configured(cell: &Cell) -> bool {
+    cell.env.iter().all(|var| env::var_os(var).is_some())
+}
+
+// ---------------------------------------------------------------------------------------------
+// test
+
+/// The workspace test run (all targets, then doc-tests) and the per-cell summary.
+/// Expects `setup` and `services start` to have run.
+fn test() -> Result {
+    let mut output = String::new();
+    let mut all_ok = true;
+    for args in [
+        ["test", "--workspace", "--all-targets"],
+        ["test", "--workspace", "--doc"],
+    ] {
+        let (ok, text) = run_captured(cargo(&args))?;
+        all_ok &= ok;
+        output.push_str(&text);
+    }
+    let parsed = report::parse_test_output(&output);
+    let summary = report::summarize(&parsed, CELLS, &cell_configured, all_ok);
+    println!("\n{}", report::render_table(&summary.rows));
+    let mut skipped = parsed.skipped.clone();
+    skipped.sort();
+    skipped.dedup();
+    for cell in &skipped {
+        println!("skipped: {cell} not configured");
+    }
+    if summary.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "tests failed:\n  {}",
+            summary.problems.join("\n  ")
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ci
+
+fn ci() -> Result {
+    type Step = (&'static str, fn() -> Result);
+    let steps: [Step; 6] = [
+        ("fmt", || {
+            run(&mut cargo(&["fmt", "--all", "--", "--check"]))
+        }),
+        ("clippy", || {
+            run(&mut cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }),
+        ("setup", setup),
+        ("deny", deny),
+        ("dependency invariants", check_deps),
+        ("test", || services_start().and_then(|()| test())),
+    ];
+    let total = Instant::now();
+    for (name, step) in steps {
+        println!("\n==> {name}");
+        let start = Instant::now();
+        let result = step();
+        let verdict = if result.is_ok() { "ok" } else { "FAILED" };
+        println!("<== {name}: {verdict} in {:.1?}", start.elapsed());
+        result.map_err(|e| format!("ci step `{name}` failed: {e}"))?;
+    }
+    println!("\nci: all steps passed in {:.1?}", total.elapsed());
+    Ok(())
+}
+
+fn deny() -> Result {
+    let db = advisory_db_path()?;
+    if !has_commit(&db) {
+        return Err(format!(
+            "no advisory db at {}; run `cargo xtask setup` (with ../shared/advisory-db or \
+             KEYCHAIN_ADVISORY_DB)",
+            db.display()
+        ));
+    }
+    // `--offline` before `check`: otherwise cargo-deny fetches and resets the database.
+    run(&mut cargo(&["deny", "--offline", "check"]))
+}
+
+fn check_deps() -> Result {
+    let metadata = stdout_of(&mut cargo(&[
+        "metadata",
+        "--no-deps",
+        "--format-version",
+        "1",
+    ]))?;
+    let members = deps::workspace_members(&metadata);
+    if members.is_empty() {
+        return Err("found no workspace members in `cargo metadata` output".into());
+    }
+    let mut problems = Vec::new();
+    for rule in deps::rules(&members) {
+        let tree = stdout_of(&mut cargo(&rule.tree_args()))?;
+        let found = deps::violations(&rule, &tree);
+        let features = match rule.features {
+            deps::Features::All => "all features",
+            deps::Features::Default => "default features",
+        };
+        let verdict = if found.is_empty() { "ok" } else { "VIOLATED" };
+        println!("deps: {} ({features}): {verdict}", rule.package);
+        problems.extend(found);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench
+
+fn bench() -> Result {
+    let pkcs8 = workspace_root().join("crates/keychain-pkcs8");
+    let declared = fs::read_to_string(pkcs8.join("Cargo.toml"))
+        .is_ok_and(|m| m.contains("[[bench]]") && m.contains("name = \"backend\""));
+    if declared || pkcs8.join("benches/backend.rs").is_file() {
+        run(&mut cargo(&[
+            "bench",
+            "-p",
+            "keychain-pkcs8",
+            "--bench",
+            "backend",
+        ]))
+    } else {
+        println!("bench: no benches yet");
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// processes
+
+fn workspace_root() -> PathBuf {
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.args(args).current_dir(workspace_root());
+    cmd
+}
+
+fn show(cmd: &Command) -> String {
+    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
+    parts.extend(cmd.get_args().map(OsStr::to_string_lossy).map(Into::into));
+    parts.join(" ")
+}
+
+fn check_status(cmd: &Command, status: std::process::ExitStatus) -> Result {
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", show(cmd)))
+    }
+}
+
+/// Runs with inherited stdio, echoing the command first.
+fn run(cmd: &mut Command) -> Result {
+    println!("$ {}", show(cmd));
+    run_quiet(cmd)
+}
+
+fn run_quiet(cmd: &mut Command) -> Result {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run `{}`: {e}", show(cmd)))?;
+    check_status(cmd, status)
+}
+
+/// Stdout of a command that must succeed; its stderr passes through.
+fn stdout_of(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run `{}`: {e}", show(cmd)))?;
+    check_status(cmd, out.status)?;
+    String::from_utf8(out.stdout).map_err(|e| format!("`{}`: {e}", show(cmd)))
+}
+
+/// Runs with stdout and stderr merged into one pipe (so cargo's `Running` headers stay in order
+/// with the results), echoing every line while keeping a copy. Returns (success, output).
+fn run_captured(mut cmd: Command) -> Result<(bool, String)> {
+    let shown = show(&cmd);
+    println!("$ {shown}");
+    let err = |e: std::io::Error| format!("cannot run `{shown}`: {e}");
+    let (reader, writer) = std::io::pipe().map_err(err)?;
+    cmd.stdout(writer.try_clone().map_err(err)?).stderr(writer);
+    let mut child = cmd.spawn().map_err(err)?;
+    // The Command holds write ends of the pipe; reading would never see EOF while it lives.
+    drop(cmd);
+
+    let mut reader = BufReader::new(reader);
+    let mut captured = String::new();
+    let mut line = Vec::new();
+    let stdout = std::io::stdout();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(err)? == 0 {
+            break;
+        }
+        let mut out = stdout.lock();
+        // Echo failures (a closed terminal) must not stop the run; the copy is what counts.
+        let _ = out.write_all(&line);
+        let _ = out.flush();
+        captured.push_str(&String::from_utf8_lossy(&line));
+    }
+    let status = child.wait().map_err(err)?;
+    Ok((status.success(), captured))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cell_has_a_unique_name_and_unit_comes_first() {
+        assert_eq!(CELLS.first().map(|c| c.name), Some("unit"));
+        for (i, cell) in CELLS.iter().enumerate() {
+            assert!(
+                CELLS[..i].iter().all(|c| c.name != cell.name),
+                "{}",
+                cell.name
+            );
+            for var in cell.env {
+                assert!(var.starts_with("KEYCHAIN_TEST_"), "{var}");
+            }
+        }
+    }
+
+    #[test]
+    fn unit_cell_is_always_configured() {
+        assert!(cell_configured(&CELLS[0]));
+    }
+
+    #[test]
+    fn finds_commands_on_path() {
+        assert!(on_path("sh"));
+        assert!(!on_path("definitely-not-a-command-keychain"));
+    }
+
+    #[test]
+    fn advisory_db_lives_outside_the_checkout() {
+        let db = advisory_db_path();
+        assert!(db.as_ref().is_ok_and(|p| !p.starts_with(workspace_root())));
+        assert!(db.is_ok_and(|p| p.ends_with(Path::new("advisory-dbs").join(ADVISORY_DB_DIR))));
+    }
+
+    #[test]
+    fn fingerprint_tracks_content_changes() -> Result {
+        let dir = env::temp_dir().join(format!("xtask-fingerprint-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("sub")).map_err(|e| e.to_string())?;
+        fs::write(dir.join("sub/a.md"), "one").map_err(|e| e.to_string())?;
+        let first = fingerprint(&dir)?;
+        assert_eq!(first, fingerprint(&dir)?);
+        fs::write(dir.join("sub/b.md"), "two").map_err(|e| e.to_string())?;
+        let second = fingerprint(&dir)?;
+        let copy = dir.with_extension("copy");
+        copy_tree(&dir, &copy)?;
+        let copied = fs::read_to_string(copy.join("sub/b.md")).map_err(|e| e.to_string())?;
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(&copy);
+        assert_ne!(first, second);
+        assert_eq!(copied, "two");
+        Ok(())
+    }
+
+    /// The real workspace, as `cargo xtask ci` checks it: invariants hold for the crates present.
+    #[test]
+    fn workspace_respects_dependency_invariants() -> Result {
+        check_deps()
+    }
+}

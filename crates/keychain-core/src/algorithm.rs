@@ -324,7 +324,9 @@ impl FromStr for SignatureScheme {
                 }
             }
         }
-        Err(Error::invalid_input(format!("unknown signature scheme {s:?}")))
+        Err(Error::invalid_input(format!(
+            "unknown signature scheme {s:?}"
+        )))
     }
 }
 

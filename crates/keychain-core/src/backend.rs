@@ -11,8 +11,11 @@ use crate::secret::SecretBytes;
 use crate::signature::{SignInput, Signature};
 
 fn unsupported(op: Operation) -> Error {
-    Error::new(ErrorKind::Unsupported, "this backend does not offer this operation")
-        .with_operation(op)
+    Error::new(
+        ErrorKind::Unsupported,
+        "this backend does not offer this operation",
+    )
+    .with_operation(op)
 }
 
 /// A place where keys live: a directory of encrypted files, an HSM token, a TPM, a cloud KMS.
@@ -67,7 +70,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// - [`ErrorKind::InvalidInput`]: the scheme does not fit the key, the key lacks the sign
     ///   usage, the digest length does not match its hash, or a digest was given for Ed25519.
     /// - [`ErrorKind::Unsupported`]: the scheme or message input is not in [`Capabilities`].
-    async fn sign(&self, key: &KeyRef, input: SignInput<'_>, scheme: SignatureScheme) -> Result<Signature>;
+    async fn sign(
+        &self,
+        key: &KeyRef,
+        input: SignInput<'_>,
+        scheme: SignatureScheme,
+    ) -> Result<Signature>;
 
     /// Releases sessions, handles and cached key material. Idempotent.
     async fn close(&self) -> Result<()>;
@@ -77,7 +85,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`ErrorKind::Integrity`] when the ciphertext does not decrypt (wrong key, tampered);
     /// [`ErrorKind::InvalidInput`] for a non-RSA key or a key without the decrypt usage.
-    async fn decrypt(&self, key: &KeyRef, ciphertext: &[u8], padding: RsaPadding) -> Result<SecretBytes> {
+    async fn decrypt(
+        &self,
+        key: &KeyRef,
+        ciphertext: &[u8],
+        padding: RsaPadding,
+    ) -> Result<SecretBytes> {
         let _ = (key, ciphertext, padding);
         Err(unsupported(Operation::Decrypt))
     }
@@ -99,7 +112,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`ErrorKind::Integrity`] when the tag does not verify (tampered ciphertext, wrong AAD, wrong
     /// key) or the ciphertext is malformed; [`ErrorKind::NotFound`] when the version it names is gone.
-    async fn decrypt_aead(&self, name: &KeyName, ciphertext: &[u8], aad: &[u8]) -> Result<SecretBytes> {
+    async fn decrypt_aead(
+        &self,
+        name: &KeyName,
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<SecretBytes> {
         let _ = (name, ciphertext, aad);
         Err(unsupported(Operation::DecryptAead))
     }
@@ -120,7 +138,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// [`ErrorKind::AlreadyExists`]; [`ErrorKind::InvalidInput`] for unparsable material or one
     /// that contradicts `spec.algorithm`; [`ErrorKind::Unauthenticated`] for a wrong password
     /// on encrypted material.
-    async fn import_key(&self, name: &KeyName, material: KeyMaterial, spec: &ImportSpec) -> Result<KeyInfo> {
+    async fn import_key(
+        &self,
+        name: &KeyName,
+        material: KeyMaterial,
+        spec: &ImportSpec,
+    ) -> Result<KeyInfo> {
         let _ = (name, material, spec);
         Err(unsupported(Operation::ImportKey))
     }
@@ -174,7 +197,12 @@ pub trait BackendExt: Backend {
     /// # Errors
     /// [`ErrorKind::InvalidSignature`] when it does not verify; [`ErrorKind::InvalidInput`] for a
     /// symmetric key.
-    async fn verify(&self, name: &KeyName, input: SignInput<'_>, signature: &Signature) -> Result<()> {
+    async fn verify(
+        &self,
+        name: &KeyName,
+        input: SignInput<'_>,
+        signature: &Signature,
+    ) -> Result<()> {
         let info = self
             .key_info(&KeyRef::versioned(name.clone(), signature.key_version()))
             .await?;
@@ -192,10 +220,9 @@ pub trait BackendExt: Backend {
     /// As [`Backend::sign`]; [`ErrorKind::InvalidInput`] for a symmetric key.
     async fn sign_message(&self, key: &KeyRef, message: &[u8]) -> Result<Signature> {
         let info = self.key_info(key).await?;
-        let scheme = info
-            .algorithm
-            .default_scheme()
-            .ok_or_else(|| Error::invalid_input("symmetric keys do not sign").with_key(key.name()))?;
+        let scheme = info.algorithm.default_scheme().ok_or_else(|| {
+            Error::invalid_input("symmetric keys do not sign").with_key(key.name())
+        })?;
         let input = match scheme.hash() {
             Some(h) if !self.capabilities().sign_message => {
                 let digest = h.digest(message);

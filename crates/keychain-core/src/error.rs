@@ -385,7 +385,9 @@ impl From<std::io::Error> for Error {
             Io::TimedOut => ErrorKind::Timeout,
             Io::InvalidInput | Io::InvalidData => ErrorKind::InvalidInput,
             Io::StorageFull | Io::QuotaExceeded => ErrorKind::CapacityExceeded,
-            Io::ConnectionRefused | Io::ConnectionReset | Io::NotConnected => ErrorKind::Unavailable,
+            Io::ConnectionRefused | Io::ConnectionReset | Io::NotConnected => {
+                ErrorKind::Unavailable
+            }
             _ => ErrorKind::Unexpected,
         };
         let message = format!("I/O error: {e}");
@@ -405,7 +407,11 @@ mod tests {
     fn retryable_defaults_follow_kind() {
         assert!(Error::new(ErrorKind::Timeout, "").retryable());
         assert!(!Error::new(ErrorKind::Unauthenticated, "").retryable());
-        assert!(!Error::new(ErrorKind::Timeout, "").with_retryable(false).retryable());
+        assert!(
+            !Error::new(ErrorKind::Timeout, "")
+                .with_retryable(false)
+                .retryable()
+        );
     }
 
     #[test]
@@ -416,7 +422,10 @@ mod tests {
             .with_operation(Operation::Sign)
             .with_key(&key)
             .with_code(ProviderCode::Pkcs11(0xa4));
-        assert_eq!(e.to_string(), "pkcs11: sign key 'signer': locked: PIN locked (CKR 0x000000a4)");
+        assert_eq!(
+            e.to_string(),
+            "pkcs11: sign key 'signer': locked: PIN locked (CKR 0x000000a4)"
+        );
         assert_eq!(e.key().map(KeyName::as_str), Some("signer"));
     }
 

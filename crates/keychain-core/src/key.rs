@@ -106,7 +106,11 @@ pub struct KeyVersionInfo {
 
 impl KeyVersionInfo {
     /// A version record.
-    pub fn new(version: KeyVersion, created: Option<SystemTime>, public_key: Option<PublicKey>) -> Self {
+    pub fn new(
+        version: KeyVersion,
+        created: Option<SystemTime>,
+        public_key: Option<PublicKey>,
+    ) -> Self {
         Self {
             version,
             created,

@@ -9,8 +9,11 @@ mod name;
 mod public_key;
 mod secret;
 mod signature;
+mod uri;
 
-pub use crate::algorithm::{HashAlg, KeyAlgorithm, KeyUsage, KeyUsages, RsaPadding, SignatureScheme};
+pub use crate::algorithm::{
+    HashAlg, KeyAlgorithm, KeyUsage, KeyUsages, RsaPadding, SignatureScheme,
+};
 pub use crate::backend::{Backend, BackendExt};
 pub use crate::capabilities::Capabilities;
 pub use crate::error::{Error, ErrorKind, Operation, ProviderCode, Result};
@@ -24,5 +27,7 @@ pub use crate::secret::{PromptHook, SecretBytes, SecretSource, SecretString, set
 pub use crate::signature::{
     SignInput, Signature, ecdsa_der_to_fixed, ecdsa_fixed_to_der, ecdsa_scalar_len, verify,
 };
+
+pub use crate::uri::KeyUri;
 
 pub use async_trait::async_trait;

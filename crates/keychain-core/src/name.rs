@@ -197,11 +197,8 @@ impl FromStr for KeyRef {
         match s.split_once('@') {
             None => Ok(Self::latest(KeyName::new(s)?)),
             Some((name, version)) => {
-                let version: KeyVersion = version
-                    .parse()
-                    .ok()
-                    .filter(|v| *v > 0)
-                    .ok_or_else(|| {
+                let version: KeyVersion =
+                    version.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
                         Error::invalid_input(format!("key version {version:?} is not a number ≥ 1"))
                     })?;
                 Ok(Self::versioned(KeyName::new(name)?, version))
@@ -220,7 +217,17 @@ mod tests {
         for ok in ["a", "A1", "signer-2026_01", &"x".repeat(63)] {
             assert!(KeyName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "_a", "a b", "a/b", "a.b", "ä", &"x".repeat(64), "a@1"] {
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "a b",
+            "a/b",
+            "a.b",
+            "ä",
+            &"x".repeat(64),
+            "a@1",
+        ] {
             let e = KeyName::new(bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad}");
         }

@@ -6,7 +6,9 @@ use base64ct::{Base64UrlUnpadded, Encoding as _};
 use der::asn1::{AnyRef, BitString, ObjectIdentifier};
 use der::{Decode as _, Encode as _};
 use serde_json::{Map, Value, json};
-use spki::{AlgorithmIdentifierOwned, DecodePublicKey as _, EncodePublicKey as _, SubjectPublicKeyInfoOwned};
+use spki::{
+    AlgorithmIdentifierOwned, DecodePublicKey as _, EncodePublicKey as _, SubjectPublicKeyInfoOwned,
+};
 
 use crate::algorithm::KeyAlgorithm;
 use crate::error::{Error, Result};
@@ -51,9 +53,13 @@ impl PublicKey {
         let spki = SubjectPublicKeyInfoOwned::from_der(der).map_err(bad)?;
         let oid = spki.algorithm.oid;
         let algorithm = if oid == OID_RSA {
-            let key = pkcs1::RsaPublicKey::<der::asn1::UintRef<'_>>::from_der(spki.subject_public_key.raw_bytes()).map_err(bad)?;
+            let key = pkcs1::RsaPublicKey::<der::asn1::UintRef<'_>>::from_der(
+                spki.subject_public_key.raw_bytes(),
+            )
+            .map_err(bad)?;
             let modulus = key.modulus.as_bytes();
-            let bits = modulus.len() * 8 - modulus.first().map_or(8, |b| b.leading_zeros() as usize);
+            let bits =
+                modulus.len() * 8 - modulus.first().map_or(8, |b| b.leading_zeros() as usize);
             match bits {
                 2048 => KeyAlgorithm::Rsa2048,
                 3072 => KeyAlgorithm::Rsa3072,
@@ -92,9 +98,15 @@ impl PublicKey {
     /// `PublicKey` that exists can always be verified against.
     fn check_point(&self) -> Result<()> {
         match self.algorithm {
-            KeyAlgorithm::EcP256 => p256::PublicKey::from_public_key_der(&self.der).map(drop).map_err(bad),
-            KeyAlgorithm::EcP384 => p384::PublicKey::from_public_key_der(&self.der).map(drop).map_err(bad),
-            KeyAlgorithm::EcP521 => p521::PublicKey::from_public_key_der(&self.der).map(drop).map_err(bad),
+            KeyAlgorithm::EcP256 => p256::PublicKey::from_public_key_der(&self.der)
+                .map(drop)
+                .map_err(bad),
+            KeyAlgorithm::EcP384 => p384::PublicKey::from_public_key_der(&self.der)
+                .map(drop)
+                .map_err(bad),
+            KeyAlgorithm::EcP521 => p521::PublicKey::from_public_key_der(&self.der)
+                .map(drop)
+                .map_err(bad),
             KeyAlgorithm::Ed25519 => ed25519_dalek::VerifyingKey::from_public_key_der(&self.der)
                 .map(drop)
                 .map_err(bad),
@@ -109,7 +121,9 @@ impl PublicKey {
     pub fn from_pem(pem: &str) -> Result<Self> {
         let (label, der) = pem_rfc7468_decode(pem)?;
         if label != "PUBLIC KEY" {
-            return Err(bad(format!("PEM label is {label:?}, expected \"PUBLIC KEY\"")));
+            return Err(bad(format!(
+                "PEM label is {label:?}, expected \"PUBLIC KEY\""
+            )));
         }
         Self::from_der(&der)
     }
@@ -143,10 +157,14 @@ impl PublicKey {
         let b64 = Base64UrlUnpadded::encode_string;
         let raw = self.raw_bytes();
         match self.algorithm {
-            a if a.is_rsa() => match pkcs1::RsaPublicKey::<der::asn1::UintRef<'_>>::from_der(&raw) {
-                Ok(k) => json!({"kty": "RSA", "n": b64(k.modulus.as_bytes()), "e": b64(k.public_exponent.as_bytes())}),
-                Err(_) => Value::Null,
-            },
+            a if a.is_rsa() => {
+                match pkcs1::RsaPublicKey::<der::asn1::UintRef<'_>>::from_der(&raw) {
+                    Ok(k) => {
+                        json!({"kty": "RSA", "n": b64(k.modulus.as_bytes()), "e": b64(k.public_exponent.as_bytes())})
+                    }
+                    Err(_) => Value::Null,
+                }
+            }
             KeyAlgorithm::Ed25519 => json!({"kty": "OKP", "crv": "Ed25519", "x": b64(&raw)}),
             a => {
                 let crv = match a {
@@ -174,7 +192,8 @@ impl PublicKey {
                 .get(name)
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad(format!("JWK has no {name:?}")))?;
-            Base64UrlUnpadded::decode_vec(s).map_err(|_| bad(format!("JWK {name:?} is not base64url")))
+            Base64UrlUnpadded::decode_vec(s)
+                .map_err(|_| bad(format!("JWK {name:?} is not base64url")))
         };
         let kty = obj.get("kty").and_then(Value::as_str).unwrap_or_default();
         let crv = obj.get("crv").and_then(Value::as_str).unwrap_or_default();
@@ -321,14 +340,20 @@ q9UU8I5mEovUf86QZ7kOBIjJwqnzD1omageEHWwHdBO6B+dFabmdT9POxg==
 
     #[test]
     fn garbage_is_invalid_input() {
-        assert_eq!(PublicKey::from_der(b"\x30\x03abc").unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            PublicKey::from_der(b"\x30\x03abc").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
         assert_eq!(
             PublicKey::from_pem("-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n")
                 .unwrap_err()
                 .kind(),
             ErrorKind::InvalidInput
         );
-        assert!(PublicKey::from_jwk(&json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"})).is_err());
+        assert!(
+            PublicKey::from_jwk(&json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}))
+                .is_err()
+        );
     }
 
     #[test]

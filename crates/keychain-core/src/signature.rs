@@ -192,7 +192,8 @@ impl EcdsaSigValue {
             r: der::asn1::UintRef<'a>,
             s: der::asn1::UintRef<'a>,
         }
-        let map = |e: der::Error| Error::invalid_input(format!("cannot encode ECDSA signature: {e}"));
+        let map =
+            |e: der::Error| Error::invalid_input(format!("cannot encode ECDSA signature: {e}"));
         Sig {
             r: der::asn1::UintRef::new(strip_leading_zeros(&self.r)).map_err(map)?,
             s: der::asn1::UintRef::new(strip_leading_zeros(&self.s)).map_err(map)?,
@@ -226,19 +227,31 @@ pub fn verify(
     match (public_key.algorithm(), scheme) {
         (KeyAlgorithm::EcP256, _) => {
             let sig = p256::ecdsa::Signature::from_der(signature).map_err(invalid)?;
-            public_key.to_p256()?.verify_prehash(&data, &sig).map_err(invalid)
+            public_key
+                .to_p256()?
+                .verify_prehash(&data, &sig)
+                .map_err(invalid)
         }
         (KeyAlgorithm::EcP384, _) => {
             let sig = p384::ecdsa::Signature::from_der(signature).map_err(invalid)?;
-            public_key.to_p384()?.verify_prehash(&data, &sig).map_err(invalid)
+            public_key
+                .to_p384()?
+                .verify_prehash(&data, &sig)
+                .map_err(invalid)
         }
         (KeyAlgorithm::EcP521, _) => {
             let sig = p521::ecdsa::Signature::from_der(signature).map_err(invalid)?;
-            public_key.to_p521()?.verify_prehash(&data, &sig).map_err(invalid)
+            public_key
+                .to_p521()?
+                .verify_prehash(&data, &sig)
+                .map_err(invalid)
         }
         (KeyAlgorithm::Ed25519, _) => {
             let sig = ed25519_dalek::Signature::from_slice(signature).map_err(invalid)?;
-            public_key.to_ed25519()?.verify_strict(&data, &sig).map_err(invalid)
+            public_key
+                .to_ed25519()?
+                .verify_strict(&data, &sig)
+                .map_err(invalid)
         }
         (a, SignatureScheme::RsaPkcs1v15(h)) if a.is_rsa() => {
             let key = public_key.to_rsa()?;
@@ -247,7 +260,8 @@ pub fn verify(
                 HashAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
                 HashAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
             };
-            key.verify(padding, &data, signature).map_err(|_| bad_signature())
+            key.verify(padding, &data, signature)
+                .map_err(|_| bad_signature())
         }
         (a, SignatureScheme::RsaPss(h)) if a.is_rsa() => {
             let key = public_key.to_rsa()?;
@@ -273,7 +287,10 @@ mod tests {
         fixed[31] = 1;
         fixed[63] = 7; // s small: DER strips leading zeros
         let der = ecdsa_fixed_to_der(&fixed, KeyAlgorithm::EcP256).unwrap();
-        assert_eq!(ecdsa_der_to_fixed(&der, KeyAlgorithm::EcP256).unwrap(), fixed);
+        assert_eq!(
+            ecdsa_der_to_fixed(&der, KeyAlgorithm::EcP256).unwrap(),
+            fixed
+        );
         assert!(ecdsa_fixed_to_der(&fixed[..63], KeyAlgorithm::EcP256).is_err());
         assert!(ecdsa_der_to_fixed(b"\x30\x00", KeyAlgorithm::EcP256).is_err());
         assert!(ecdsa_der_to_fixed(&der, KeyAlgorithm::Rsa2048).is_err());
@@ -283,12 +300,25 @@ mod tests {
     fn prepare_checks_digests() {
         let scheme = SignatureScheme::Ecdsa(HashAlg::Sha256);
         let d = [0u8; 31];
-        let e = SignInput::digest(HashAlg::Sha256, &d).prepare(scheme).unwrap_err();
+        let e = SignInput::digest(HashAlg::Sha256, &d)
+            .prepare(scheme)
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         let d = [0u8; 48];
-        assert!(SignInput::digest(HashAlg::Sha384, &d).prepare(scheme).is_err());
-        assert_eq!(SignInput::message(b"abc").prepare(scheme).unwrap().len(), 32);
-        assert!(SignInput::digest(HashAlg::Sha512, &[0; 64]).prepare(SignatureScheme::Ed25519).is_err());
+        assert!(
+            SignInput::digest(HashAlg::Sha384, &d)
+                .prepare(scheme)
+                .is_err()
+        );
+        assert_eq!(
+            SignInput::message(b"abc").prepare(scheme).unwrap().len(),
+            32
+        );
+        assert!(
+            SignInput::digest(HashAlg::Sha512, &[0; 64])
+                .prepare(SignatureScheme::Ed25519)
+                .is_err()
+        );
     }
 
     #[test]
@@ -296,17 +326,29 @@ mod tests {
         use p256::ecdsa::{SigningKey, signature::hazmat::PrehashSigner};
         use spki::EncodePublicKey as _;
         let sk = SigningKey::from_slice(&[7u8; 32]).unwrap();
-        let pk = PublicKey::from_der(sk.verifying_key().to_public_key_der().unwrap().as_bytes()).unwrap();
+        let pk = PublicKey::from_der(sk.verifying_key().to_public_key_der().unwrap().as_bytes())
+            .unwrap();
         let digest = HashAlg::Sha256.digest(b"hello");
         let sig: p256::ecdsa::Signature = sk.sign_prehash(&digest).unwrap();
         let der = sig.to_der().as_bytes().to_vec();
         let scheme = SignatureScheme::Ecdsa(HashAlg::Sha256);
         verify(&pk, SignInput::message(b"hello"), scheme, &der).unwrap();
-        verify(&pk, SignInput::digest(HashAlg::Sha256, &digest), scheme, &der).unwrap();
+        verify(
+            &pk,
+            SignInput::digest(HashAlg::Sha256, &digest),
+            scheme,
+            &der,
+        )
+        .unwrap();
         let e = verify(&pk, SignInput::message(b"hellO"), scheme, &der).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidSignature);
-        let e = verify(&pk, SignInput::message(b"hello"), SignatureScheme::RsaPss(HashAlg::Sha256), &der)
-            .unwrap_err();
+        let e = verify(
+            &pk,
+            SignInput::message(b"hello"),
+            SignatureScheme::RsaPss(HashAlg::Sha256),
+            &der,
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
 }

@@ -9,7 +9,8 @@ pub const TAG_LEN: usize = 16;
 
 const MAGIC: u8 = 0x4b; // 'K'
 const FORMAT_V1: u8 = 1;
-const HEADER_LEN: usize = 2 + 4 + NONCE_LEN;
+/// Length of the ciphertext header (format bytes, key version, nonce).
+pub const HEADER_LEN: usize = 2 + 4 + NONCE_LEN;
 
 /// A parsed self-describing ciphertext: `0x4b 0x01 | key version (u32 BE) | nonce (12) | ct || tag`.
 ///
@@ -30,10 +31,15 @@ impl<'a> AeadCiphertext<'a> {
     /// The header bytes for `key_version` and `nonce`.
     pub fn header(key_version: KeyVersion, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
         let mut h = Vec::with_capacity(HEADER_LEN);
-        h.extend_from_slice(&[MAGIC, FORMAT_V1]);
-        h.extend_from_slice(&key_version.to_be_bytes());
-        h.extend_from_slice(nonce);
+        Self::write_header(&mut h, key_version, nonce);
         h
+    }
+
+    /// Appends the header for `key_version` and `nonce` to `out`.
+    pub fn write_header(out: &mut Vec<u8>, key_version: KeyVersion, nonce: &[u8; NONCE_LEN]) {
+        out.extend_from_slice(&[MAGIC, FORMAT_V1]);
+        out.extend_from_slice(&key_version.to_be_bytes());
+        out.extend_from_slice(nonce);
     }
 
     /// The AAD actually given to AES-GCM: header || caller's AAD.
@@ -86,8 +92,16 @@ mod tests {
         assert_eq!(parsed.key_version, 7);
         assert_eq!(parsed.nonce, nonce);
         assert_eq!(parsed.body.len(), TAG_LEN);
-        assert_eq!(AeadCiphertext::parse(&ct[..ct.len() - 1]).unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            AeadCiphertext::parse(&ct[..ct.len() - 1])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Integrity
+        );
         ct[1] = 2;
-        assert_eq!(AeadCiphertext::parse(&ct).unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            AeadCiphertext::parse(&ct).unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
     }
 }

@@ -48,7 +48,9 @@ fn digest_alg(hash: HashAlg) -> Result<&'static digest::Algorithm> {
         HashAlg::Sha256 => Ok(&digest::SHA256),
         HashAlg::Sha384 => Ok(&digest::SHA384),
         HashAlg::Sha512 => Ok(&digest::SHA512),
-        h => Err(Error::unsupported(format!("hash {h} in the aws-lc-rs provider"))),
+        h => Err(Error::unsupported(format!(
+            "hash {h} in the aws-lc-rs provider"
+        ))),
     }
 }
 
@@ -123,7 +125,9 @@ impl CryptoProvider for AwsLcProvider {
                     let doc = kp.to_pkcs8v1().map_err(internal("PKCS#8 encoding"))?;
                     Ok(SecretBytes::from_slice(doc.as_ref()))
                 }
-                _ => Err(Error::unsupported(format!("{a} keys in the aws-lc-rs provider"))),
+                _ => Err(Error::unsupported(format!(
+                    "{a} keys in the aws-lc-rs provider"
+                ))),
             },
         }
     }
@@ -139,9 +143,13 @@ impl CryptoProvider for AwsLcProvider {
                     )));
                 }
                 let decrypt = PrivateDecryptingKey::from_pkcs8(der).map_err(rejected(a))?;
-                let decrypt = OaepPrivateDecryptingKey::new(decrypt).map_err(internal("OAEP key"))?;
+                let decrypt =
+                    OaepPrivateDecryptingKey::new(decrypt).map_err(internal("OAEP key"))?;
                 let public = public_key(
-                    kp.public_key().as_der().map_err(internal("public key encoding"))?.as_ref(),
+                    kp.public_key()
+                        .as_der()
+                        .map_err(internal("public key encoding"))?
+                        .as_ref(),
                 )?;
                 Ok(Box::new(RsaKey {
                     algorithm: a,
@@ -151,20 +159,28 @@ impl CryptoProvider for AwsLcProvider {
                 }))
             }
             KeyAlgorithm::Ed25519 => {
-                let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-                    .map_err(rejected(algorithm))?;
+                let kp =
+                    Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(rejected(algorithm))?;
                 let public = public_key(
-                    kp.public_key().as_der().map_err(internal("public key encoding"))?.as_ref(),
+                    kp.public_key()
+                        .as_der()
+                        .map_err(internal("public key encoding"))?
+                        .as_ref(),
                 )?;
                 Ok(Box::new(Ed25519Key { kp, public }))
             }
             a => {
                 let alg = ecdsa_alg(a)
                     .filter(|_| ALGORITHMS.contains(&a))
-                    .ok_or_else(|| Error::unsupported(format!("{a} keys in the aws-lc-rs provider")))?;
+                    .ok_or_else(|| {
+                        Error::unsupported(format!("{a} keys in the aws-lc-rs provider"))
+                    })?;
                 let kp = EcdsaKeyPair::from_pkcs8(alg, der).map_err(rejected(a))?;
                 let public = public_key(
-                    kp.public_key().as_der().map_err(internal("public key encoding"))?.as_ref(),
+                    kp.public_key()
+                        .as_der()
+                        .map_err(internal("public key encoding"))?
+                        .as_ref(),
                 )?;
                 if public.algorithm() != a {
                     return Err(Error::invalid_input(format!("key is not {a}")));
@@ -183,7 +199,11 @@ impl CryptoProvider for AwsLcProvider {
             KeyAlgorithm::Aes128Gcm => &aead::AES_128_GCM,
             KeyAlgorithm::Aes192Gcm => &aead::AES_192_GCM,
             KeyAlgorithm::Aes256Gcm => &aead::AES_256_GCM,
-            a => return Err(Error::invalid_input(format!("{a} is not an AEAD algorithm"))),
+            a => {
+                return Err(Error::invalid_input(format!(
+                    "{a} is not an AEAD algorithm"
+                )));
+            }
         };
         if Some(key.len()) != algorithm.symmetric_key_len() {
             return Err(Error::invalid_input(format!(
@@ -230,8 +250,9 @@ impl PrivateKey for RsaKey {
             }
         };
         let hash = scheme.hash().unwrap_or(HashAlg::Sha256);
-        let digest = Digest::import_less_safe(data, digest_alg(hash)?)
-            .map_err(|_| Error::invalid_input(format!("{hash} digest must be {} bytes", hash.output_len())))?;
+        let digest = Digest::import_less_safe(data, digest_alg(hash)?).map_err(|_| {
+            Error::invalid_input(format!("{hash} digest must be {} bytes", hash.output_len()))
+        })?;
         let mut out = vec![0u8; self.kp.public_modulus_len()];
         self.kp
             .sign_digest(encoding, &digest, &mut out)
@@ -288,7 +309,10 @@ impl PrivateKey for EcKey {
         }
         let digest = Digest::import_less_safe(&buf, digest_alg(own)?)
             .map_err(|_| Error::invalid_input("bad digest length"))?;
-        let s = self.kp.sign_digest(&digest).map_err(internal("ECDSA signing"))?;
+        let s = self
+            .kp
+            .sign_digest(&digest)
+            .map_err(internal("ECDSA signing"))?;
         Ok(s.as_ref().to_vec())
     }
 }
@@ -316,20 +340,33 @@ impl PrivateKey for Ed25519Key {
 struct GcmKey(LessSafeKey);
 
 impl AeadKey for GcmKey {
-    fn seal(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        let mut buf = Vec::with_capacity(plaintext.len() + crate::TAG_LEN);
-        buf.extend_from_slice(plaintext);
-        self.0
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buf)
+    fn seal_in_place(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<()> {
+        let body = buf
+            .get_mut(start..)
+            .ok_or_else(|| Error::invalid_input("seal start is past the buffer"))?;
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), body)
             .map_err(internal("AES-GCM seal"))?;
-        Ok(buf)
+        buf.extend_from_slice(tag.as_ref());
+        Ok(())
     }
 
     fn open(&self, nonce: &[u8; 12], aad: &[u8], ciphertext_and_tag: &[u8]) -> Result<SecretBytes> {
         let mut buf = ciphertext_and_tag.to_vec();
         let result = self
             .0
-            .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buf)
+            .open_in_place(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                &mut buf,
+            )
             .map(|p| p.len());
         match result {
             Ok(len) => {
@@ -338,7 +375,10 @@ impl AeadKey for GcmKey {
             }
             Err(_) => {
                 zeroize::Zeroize::zeroize(&mut buf);
-                Err(Error::new(ErrorKind::Integrity, "AES-GCM authentication failed"))
+                Err(Error::new(
+                    ErrorKind::Integrity,
+                    "AES-GCM authentication failed",
+                ))
             }
         }
     }
@@ -352,7 +392,11 @@ mod tests {
     #[test]
     fn ec_cross_hash_signatures_verify() {
         let p = AwsLcProvider::new();
-        for alg in [KeyAlgorithm::EcP256, KeyAlgorithm::EcP384, KeyAlgorithm::EcP521] {
+        for alg in [
+            KeyAlgorithm::EcP256,
+            KeyAlgorithm::EcP384,
+            KeyAlgorithm::EcP521,
+        ] {
             let der = p.generate(alg).unwrap();
             let key = p.private_key(alg, der.expose()).unwrap();
             for h in HashAlg::ALL {
@@ -369,9 +413,15 @@ mod tests {
     fn wrong_algorithm_der_is_rejected() {
         let p = AwsLcProvider::new();
         let der = p.generate(KeyAlgorithm::EcP256).unwrap();
-        let e = p.private_key(KeyAlgorithm::EcP384, der.expose()).err().unwrap();
+        let e = p
+            .private_key(KeyAlgorithm::EcP384, der.expose())
+            .err()
+            .unwrap();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
-        let e = p.private_key(KeyAlgorithm::Rsa2048, der.expose()).err().unwrap();
+        let e = p
+            .private_key(KeyAlgorithm::Rsa2048, der.expose())
+            .err()
+            .unwrap();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
 
@@ -382,9 +432,15 @@ mod tests {
         let nonce = [3u8; 12];
         let mut ct = key.seal(&nonce, b"aad", b"hello").unwrap();
         assert_eq!(key.open(&nonce, b"aad", &ct).unwrap().expose(), b"hello");
-        assert_eq!(key.open(&nonce, b"aaD", &ct).err().unwrap().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            key.open(&nonce, b"aaD", &ct).err().unwrap().kind(),
+            ErrorKind::Integrity
+        );
         ct[0] ^= 1;
-        assert_eq!(key.open(&nonce, b"aad", &ct).err().unwrap().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            key.open(&nonce, b"aad", &ct).err().unwrap().kind(),
+            ErrorKind::Integrity
+        );
         assert!(p.aead_key(KeyAlgorithm::Aes256Gcm, &[0u8; 16]).is_err());
     }
 }

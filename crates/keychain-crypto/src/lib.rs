@@ -5,7 +5,7 @@ mod aead;
 mod aws_lc;
 mod provider;
 
-pub use crate::aead::{AeadCiphertext, NONCE_LEN, TAG_LEN};
+pub use crate::aead::{AeadCiphertext, HEADER_LEN, NONCE_LEN, TAG_LEN};
 #[cfg(feature = "aws-lc-rs")]
 pub use crate::aws_lc::AwsLcProvider;
 pub use crate::provider::{AeadKey, CryptoProvider, PrivateKey, default_provider};

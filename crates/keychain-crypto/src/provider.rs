@@ -38,7 +38,8 @@ pub trait CryptoProvider: Send + Sync + Debug + 'static {
     /// # Errors
     /// `InvalidInput` when the DER is not a valid key of `algorithm`; `Unsupported` for an
     /// algorithm the provider lacks.
-    fn private_key(&self, algorithm: KeyAlgorithm, pkcs8_der: &[u8]) -> Result<Box<dyn PrivateKey>>;
+    fn private_key(&self, algorithm: KeyAlgorithm, pkcs8_der: &[u8])
+    -> Result<Box<dyn PrivateKey>>;
 
     /// Prepares an AES-GCM key.
     ///
@@ -84,11 +85,29 @@ pub trait PrivateKey: Send + Sync {
 
 /// A prepared AES-GCM key.
 pub trait AeadKey: Send + Sync {
-    /// Encrypts `plaintext` with `nonce` (unique per key!) and `aad`; returns ciphertext || tag.
+    /// Encrypts `buf[start..]` in place with `nonce` (unique per key!) and `aad`, then appends
+    /// the tag, so callers can put a header in front without another copy.
     ///
     /// # Errors
-    /// `Unexpected` on an internal failure.
-    fn seal(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>>;
+    /// `InvalidInput` when `start > buf.len()`; `Unexpected` on an internal failure.
+    fn seal_in_place(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<()>;
+
+    /// Encrypts `plaintext`; returns ciphertext || tag.
+    ///
+    /// # Errors
+    /// As [`AeadKey::seal_in_place`].
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(plaintext.len() + crate::TAG_LEN);
+        buf.extend_from_slice(plaintext);
+        self.seal_in_place(nonce, aad, &mut buf, 0)?;
+        Ok(buf)
+    }
 
     /// Decrypts ciphertext || tag.
     ///

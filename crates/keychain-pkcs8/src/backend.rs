@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keychain_core::{
@@ -12,7 +12,9 @@ use keychain_core::{
     Operation, Protection, PublicKey, Result, RsaPadding, SecretBytes, SecretString, SignInput,
     Signature, SignatureScheme, WrapFormat, WrappedKey, WrappingSpec, async_trait,
 };
-use keychain_crypto::{AeadCiphertext, AeadKey, CryptoProvider, NONCE_LEN, PrivateKey};
+use keychain_crypto::{
+    AeadCiphertext, AeadKey, CryptoProvider, HEADER_LEN, NONCE_LEN, PrivateKey, TAG_LEN,
+};
 use keychain_storage::{BlobStore, FileStore, FileStoreOptions, MemoryStore};
 use serde::{Deserialize, Serialize};
 
@@ -98,7 +100,7 @@ pub struct Pkcs8Backend {
     kdf: Kdf,
     provider: Arc<dyn CryptoProvider>,
     capabilities: Capabilities,
-    cache: Mutex<HashMap<KeyName, Arc<Entry>>>,
+    cache: RwLock<HashMap<KeyName, Arc<Entry>>>,
     /// Serializes create/rotate/delete within this process.
     writer: tokio::sync::Mutex<()>,
     closed: AtomicBool,
@@ -116,6 +118,10 @@ impl std::fmt::Debug for Pkcs8Backend {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn now_secs() -> u64 {
@@ -190,7 +196,7 @@ impl Pkcs8Backend {
             kdf,
             provider,
             capabilities,
-            cache: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
             writer: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
         })
@@ -222,7 +228,10 @@ impl Pkcs8Backend {
             return Ok(None);
         };
         let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::new(ErrorKind::Integrity, format!("key metadata is corrupt: {e}"))
+            Error::new(
+                ErrorKind::Integrity,
+                format!("key metadata is corrupt: {e}"),
+            )
         })?;
         if meta.format != META_FORMAT || &meta.name != name || meta.versions.is_empty() {
             return Err(Error::new(
@@ -239,7 +248,12 @@ impl Pkcs8Backend {
 
     /// The cached entry for `name`, reading its metadata on first use.
     async fn entry(&self, name: &KeyName) -> Result<Arc<Entry>> {
-        if let Some(e) = lock(&self.cache).get(name) {
+        if let Some(e) = self
+            .cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+        {
             return Ok(e.clone());
         }
         let meta = self
@@ -250,7 +264,7 @@ impl Pkcs8Backend {
             meta,
             loaded: Mutex::new(HashMap::new()),
         });
-        Ok(lock(&self.cache)
+        Ok(write(&self.cache)
             .entry(name.clone())
             .or_insert(entry)
             .clone())
@@ -262,7 +276,10 @@ impl Pkcs8Backend {
             return Ok(l.clone());
         }
         let vm = entry.meta.version(version).ok_or_else(|| {
-            Error::not_found(format!("key '{}' has no version {version}", entry.meta.name))
+            Error::not_found(format!(
+                "key '{}' has no version {version}",
+                entry.meta.name
+            ))
         })?;
         let data = self
             .store
@@ -283,17 +300,33 @@ impl Pkcs8Backend {
             if plain.algorithm != algorithm {
                 return Err(Error::new(
                     ErrorKind::Integrity,
-                    format!("key file holds a {} key, metadata says {algorithm}", plain.algorithm),
+                    format!(
+                        "key file holds a {} key, metadata says {algorithm}",
+                        plain.algorithm
+                    ),
                 ));
             }
             if algorithm.is_symmetric() {
-                Ok(Loaded::Aead(provider.aead_key(algorithm, plain.material.expose())?.into()))
+                Ok(Loaded::Aead(
+                    provider
+                        .aead_key(algorithm, plain.material.expose())?
+                        .into(),
+                ))
             } else {
-                Ok(Loaded::Private(provider.private_key(algorithm, plain.material.expose())?.into()))
+                Ok(Loaded::Private(
+                    provider
+                        .private_key(algorithm, plain.material.expose())?
+                        .into(),
+                ))
             }
         })
         .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("key loading task failed: {e}")))??;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("key loading task failed: {e}"),
+            )
+        })??;
         lock(&entry.loaded).insert(version, loaded.clone());
         Ok(loaded)
     }
@@ -318,7 +351,10 @@ impl Pkcs8Backend {
         material: &SecretBytes,
     ) -> Result<VersionMeta> {
         let (der, public_key) = if algorithm.is_symmetric() {
-            (format::symmetric_to_pkcs8(algorithm, material.expose())?, None)
+            (
+                format::symmetric_to_pkcs8(algorithm, material.expose())?,
+                None,
+            )
         } else {
             let key = self.provider.private_key(algorithm, material.expose())?;
             (material.duplicate(), Some(key.public_key().clone()))
@@ -329,7 +365,12 @@ impl Pkcs8Backend {
             format::encrypt(der.expose(), password.expose().as_bytes(), kdf)
         })
         .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("encryption task failed: {e}")))??;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("encryption task failed: {e}"),
+            )
+        })??;
         let mut id = [0u8; 6];
         self.provider.fill_random(&mut id)?;
         let file = format!("v{version}-{}.pem", hex::encode(id));
@@ -380,7 +421,7 @@ impl Pkcs8Backend {
             let _ = self.store.delete(&file).await;
             return Err(e);
         }
-        lock(&self.cache).remove(name);
+        write(&self.cache).remove(name);
         Ok(meta.info())
     }
 
@@ -391,7 +432,10 @@ impl Pkcs8Backend {
         spec: &ImportSpec,
     ) -> Result<(KeyAlgorithm, SecretBytes)> {
         let (algorithm, bytes) = match material {
-            KeyMaterial::Pkcs8 { data, password: own } => {
+            KeyMaterial::Pkcs8 {
+                data,
+                password: own,
+            } => {
                 let pw = own.as_ref().map(|p| p.expose().as_bytes()).or(password);
                 let der = format::import(data.expose(), pw)?;
                 let plain = format::inspect(der.expose())?;
@@ -457,7 +501,9 @@ impl Backend for Pkcs8Backend {
             let algorithm = spec.algorithm;
             let material = tokio::task::spawn_blocking(move || provider.generate(algorithm))
                 .await
-                .map_err(|e| Error::new(ErrorKind::Unexpected, format!("keygen task failed: {e}")))??;
+                .map_err(|e| {
+                    Error::new(ErrorKind::Unexpected, format!("keygen task failed: {e}"))
+                })??;
             self.create_key(name, algorithm, usages, spec.exportable, material)
                 .await
         })
@@ -510,7 +556,7 @@ impl Backend for Pkcs8Backend {
             if !self.store.delete(&meta_key(name)).await? {
                 return Err(Self::not_found(name));
             }
-            lock(&self.cache).remove(name);
+            write(&self.cache).remove(name);
             for vm in meta.iter().flat_map(|m| m.versions.iter()) {
                 if let Err(e) = self.store.delete(&format!("{name}/{}", vm.file)).await {
                     tracing::warn!(key = %name, error = %e, "could not remove a deleted key's file");
@@ -548,7 +594,7 @@ impl Backend for Pkcs8Backend {
 
     async fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::Release);
-        lock(&self.cache).clear();
+        write(&self.cache).clear();
         Ok(())
     }
 
@@ -595,9 +641,20 @@ impl Backend for Pkcs8Backend {
             };
             let mut nonce = [0u8; NONCE_LEN];
             self.provider.fill_random(&mut nonce)?;
-            let mut out = AeadCiphertext::header(version, &nonce);
-            let sealed = k.seal(&nonce, &AeadCiphertext::full_aad(&out, aad), plaintext)?;
-            out.extend_from_slice(&sealed);
+            let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+            AeadCiphertext::write_header(&mut out, version, &nonce);
+            // The header is authenticated as a prefix of the caller's AAD; short AADs (the
+            // common case) are assembled on the stack.
+            let mut small = [0u8; 256];
+            let full_aad: std::borrow::Cow<'_, [u8]> = if HEADER_LEN + aad.len() <= small.len() {
+                small[..HEADER_LEN].copy_from_slice(&out);
+                small[HEADER_LEN..HEADER_LEN + aad.len()].copy_from_slice(aad);
+                std::borrow::Cow::Borrowed(&small[..HEADER_LEN + aad.len()])
+            } else {
+                AeadCiphertext::full_aad(&out, aad).into()
+            };
+            out.extend_from_slice(plaintext);
+            k.seal_in_place(&nonce, &full_aad, &mut out, HEADER_LEN)?;
             Ok(out)
         })
         .await
@@ -619,6 +676,13 @@ impl Backend for Pkcs8Backend {
             }
             Self::require_usage(&entry.meta, KeyUsage::Decrypt)?;
             let ct = AeadCiphertext::parse(ciphertext)?;
+            if ct.key_version == 0 || ct.key_version > entry.meta.current() {
+                // A version that never existed: the header was altered.
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    "ciphertext names a key version that never existed",
+                ));
+            }
             let Loaded::Aead(k) = self.loaded(&entry, ct.key_version).await? else {
                 return Err(Error::invalid_input("not a symmetric key"));
             };
@@ -642,22 +706,27 @@ impl Backend for Pkcs8Backend {
             let algorithm = meta.algorithm;
             let material = tokio::task::spawn_blocking(move || provider.generate(algorithm))
                 .await
-                .map_err(|e| Error::new(ErrorKind::Unexpected, format!("keygen task failed: {e}")))??;
+                .map_err(|e| {
+                    Error::new(ErrorKind::Unexpected, format!("keygen task failed: {e}"))
+                })??;
             let version = meta.current() + 1;
-            let vm = self.write_version(name, version, algorithm, &material).await?;
+            let vm = self
+                .write_version(name, version, algorithm, &material)
+                .await?;
             let file = format!("{name}/{}", vm.file);
             meta.versions.push(vm);
-            let json = serde_json::to_vec_pretty(&meta)
-                .map_err(|e| Error::new(ErrorKind::Unexpected, format!("metadata encoding: {e}")))?;
+            let json = serde_json::to_vec_pretty(&meta).map_err(|e| {
+                Error::new(ErrorKind::Unexpected, format!("metadata encoding: {e}"))
+            })?;
             if let Err(e) = self.store.put(&meta_key(name), &json).await {
                 let _ = self.store.delete(&file).await;
                 return Err(e);
             }
             // Keep already-decrypted versions; the new one loads on first use.
-            let old = lock(&self.cache).remove(name);
+            let old = write(&self.cache).remove(name);
             let loaded = old.map(|e| lock(&e.loaded).clone()).unwrap_or_default();
             let info = meta.info();
-            lock(&self.cache).insert(
+            write(&self.cache).insert(
                 name.clone(),
                 Arc::new(Entry {
                     meta,
@@ -722,7 +791,11 @@ impl Backend for Pkcs8Backend {
             .map_err(|e| Error::new(ErrorKind::Unexpected, format!("export task failed: {e}")))??;
             let (_, der) = der::pem::decode_vec(pem.as_bytes())
                 .map_err(|e| Error::new(ErrorKind::Unexpected, format!("PEM: {e}")))?;
-            Ok(WrappedKey::new(WrapFormat::EncryptedPkcs8, meta.algorithm, der))
+            Ok(WrappedKey::new(
+                WrapFormat::EncryptedPkcs8,
+                meta.algorithm,
+                der,
+            ))
         })
         .await
     }
@@ -748,11 +821,12 @@ impl Backend for Pkcs8Backend {
             }
             let data = wrapped.bytes.clone();
             let pw = password.duplicate();
-            let der = tokio::task::spawn_blocking(move || {
-                format::decrypt(&data, pw.expose().as_bytes())
-            })
-            .await
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("import task failed: {e}")))??;
+            let der =
+                tokio::task::spawn_blocking(move || format::decrypt(&data, pw.expose().as_bytes()))
+                    .await
+                    .map_err(|e| {
+                        Error::new(ErrorKind::Unexpected, format!("import task failed: {e}"))
+                    })??;
             let plain = format::inspect(der.expose())?;
             let material = if plain.algorithm.is_symmetric() {
                 KeyMaterial::Symmetric(plain.material)

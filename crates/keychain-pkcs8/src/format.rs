@@ -61,8 +61,9 @@ pub(crate) fn inspect(der: &[u8]) -> Result<Plain> {
         .map_err(|e| Error::invalid_input(format!("not a PKCS#8 private key: {e}")))?;
     let oid = info.algorithm.oid;
     let algorithm = if oid == OID_RSA {
-        let key = pkcs1::RsaPrivateKey::<der::asn1::UintRef<'_>>::from_der(info.private_key.as_bytes())
-            .map_err(|e| Error::invalid_input(format!("malformed RSA key: {e}")))?;
+        let key =
+            pkcs1::RsaPrivateKey::<der::asn1::UintRef<'_>>::from_der(info.private_key.as_bytes())
+                .map_err(|e| Error::invalid_input(format!("malformed RSA key: {e}")))?;
         let m = key.modulus.as_bytes();
         let bits = m.len() * 8 - m.first().map_or(8, |b| b.leading_zeros() as usize);
         match bits {
@@ -96,7 +97,10 @@ pub(crate) fn inspect(der: &[u8]) -> Result<Plain> {
     {
         let key = info.private_key.as_bytes();
         if Some(key.len()) != a.symmetric_key_len() {
-            return Err(Error::invalid_input(format!("{a} key has {} bytes", key.len())));
+            return Err(Error::invalid_input(format!(
+                "{a} key has {} bytes",
+                key.len()
+            )));
         }
         return Ok(Plain {
             algorithm: a,
@@ -133,9 +137,12 @@ pub(crate) fn encrypt(der: &[u8], password: &[u8], kdf: Kdf) -> Result<String> {
     };
     let info = PrivateKeyInfoRef::from_der(der)
         .map_err(|e| Error::invalid_input(format!("not a PKCS#8 private key: {e}")))?;
-    let doc = info
-        .encrypt_with_params(params, password)
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("PKCS#8 encryption failed: {e}")))?;
+    let doc = info.encrypt_with_params(params, password).map_err(|e| {
+        Error::new(
+            ErrorKind::Unexpected,
+            format!("PKCS#8 encryption failed: {e}"),
+        )
+    })?;
     let pem = doc
         .to_pem("ENCRYPTED PRIVATE KEY", der::pem::LineEnding::LF)
         .map_err(encoding)?;
@@ -154,7 +161,9 @@ pub(crate) fn decrypt(data: &[u8], password: &[u8]) -> Result<SecretBytes> {
         let (label, der) = der::pem::decode_vec(data)
             .map_err(|e| corrupt(format!("key file is not valid PEM: {e}")))?;
         if label != "ENCRYPTED PRIVATE KEY" {
-            return Err(corrupt(format!("key file holds {label:?}, not an encrypted key")));
+            return Err(corrupt(format!(
+                "key file holds {label:?}, not an encrypted key"
+            )));
         }
         der_owned = der;
         &der_owned
