@@ -494,22 +494,41 @@ fn check_deps() -> Result {
 // ---------------------------------------------------------------------------------------------
 // bench
 
+/// Benchmark targets: (package, bench). Each prints Markdown tables (`operation | keychain |
+/// baseline | ratio`) on stdout; `bench` collects them into `BENCHMARKS.md`.
+const BENCHES: &[(&str, &str)] = &[("keychain-pkcs8", "backend")];
+
 fn bench() -> Result {
-    let pkcs8 = workspace_root().join("crates/keychain-pkcs8");
-    let declared = fs::read_to_string(pkcs8.join("Cargo.toml"))
-        .is_ok_and(|m| m.contains("[[bench]]") && m.contains("name = \"backend\""));
-    if declared || pkcs8.join("benches/backend.rs").is_file() {
-        run(&mut cargo(&[
-            "bench",
-            "-p",
-            "keychain-pkcs8",
-            "--bench",
-            "backend",
-        ]))
-    } else {
-        println!("bench: no benches yet");
-        Ok(())
+    let mut sections = Vec::new();
+    for (package, bench) in BENCHES {
+        println!("$ cargo bench -p {package} --bench {bench}");
+        let out = stdout_of(&mut cargo(&[
+            "bench", "--quiet", "-p", package, "--bench", bench,
+        ]))?;
+        print!("{out}");
+        sections.push(report::bench_tables(&out));
     }
+    let doc = report::benchmarks_md(&today()?, &machine_description(), &sections);
+    let path = workspace_root().join("BENCHMARKS.md");
+    fs::write(&path, doc).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("bench: wrote {}", path.display());
+    Ok(())
+}
+
+fn today() -> Result<String> {
+    Ok(stdout_of(Command::new("date").args(["-u", "+%Y-%m-%d"]))?
+        .trim()
+        .to_owned())
+}
+
+/// CPU model, cores, memory, OS and compiler, from /proc and the tools themselves.
+fn machine_description() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let os_release = fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let rustc = stdout_of(Command::new("rustc").arg("--version")).unwrap_or_default();
+    report::machine_line(&cpuinfo, &meminfo, &os_release, cores, rustc.trim())
 }
 
 // ---------------------------------------------------------------------------------------------

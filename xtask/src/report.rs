@@ -237,6 +237,61 @@ pub(crate) fn render_table(rows: &[CellRow]) -> String {
     out
 }
 
+/// The Markdown tables (and their `###` headings) in a bench target's stdout.
+pub(crate) fn bench_tables(stdout: &str) -> String {
+    let mut out = String::new();
+    for line in stdout.lines() {
+        if line.starts_with("###") || line.starts_with('|') {
+            out.push_str(line);
+            out.push('\n');
+        } else if line.is_empty() && !out.is_empty() && !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// One line describing the machine, from the texts of /proc/cpuinfo, /proc/meminfo and
+/// /etc/os-release.
+pub(crate) fn machine_line(
+    cpuinfo: &str,
+    meminfo: &str,
+    os_release: &str,
+    cores: usize,
+    rustc: &str,
+) -> String {
+    let field = |text: &str, key: &str| -> Option<String> {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once([':', '='])?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+        })
+    };
+    let cpu = field(cpuinfo, "model name").unwrap_or_else(|| "unknown CPU".to_owned());
+    let mem = field(meminfo, "MemTotal")
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or_else(
+            || "unknown memory".to_owned(),
+            |kib| format!("{:.0} GiB RAM", kib as f64 / 1048576.0),
+        );
+    let os = field(os_release, "PRETTY_NAME").unwrap_or_else(|| "unknown OS".to_owned());
+    format!("{cpu}, {cores} cores, {mem}; {os}; {rustc}")
+}
+
+/// The whole `BENCHMARKS.md`.
+pub(crate) fn benchmarks_md(date: &str, machine: &str, sections: &[String]) -> String {
+    let mut doc = String::from(
+        "# Benchmarks\n\nWritten by `cargo xtask bench`; do not edit by hand. Each backend is measured side \
+         by side with the raw library underneath it, in one run, on the same keys. \
+         `ratio = keychain / baseline` (higher is better; 1.0 = no overhead).\n\n",
+    );
+    doc.push_str(&format!("- date: {date}\n- machine: {machine}\n\n"));
+    for s in sections {
+        doc.push_str(s.trim_end());
+        doc.push_str("\n\n");
+    }
+    doc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +436,30 @@ test result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fini
         assert_eq!(
             lines[3],
             "softhsm | FAILED |      4 |      1 |       0 |       1"
+        );
+    }
+
+    #[test]
+    fn bench_tables_keep_headings_and_rows_only() {
+        let out = "noise\n### pkcs8\n\n| a | b |\n|---|---|\n| x | 1 |\nmore noise\n";
+        assert_eq!(
+            bench_tables(out),
+            "### pkcs8\n\n| a | b |\n|---|---|\n| x | 1 |\n"
+        );
+    }
+
+    #[test]
+    fn machine_line_reads_proc_texts() {
+        let line = machine_line(
+            "processor\t: 0\nmodel name\t: Test CPU @ 2GHz\n",
+            "MemTotal:       25165824 kB\n",
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+            2,
+            "rustc 1.95.0",
+        );
+        assert_eq!(
+            line,
+            "Test CPU @ 2GHz, 2 cores, 24 GiB RAM; Debian GNU/Linux 12 (bookworm); rustc 1.95.0"
         );
     }
 }

@@ -5,6 +5,8 @@
 //! the best round of each. Output: a Markdown table on stdout (`ratio = keychain / baseline`,
 //! higher is better).
 
+#![allow(clippy::print_stdout, reason = "the bench reports its table on stdout")]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

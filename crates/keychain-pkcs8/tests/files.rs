@@ -1,6 +1,8 @@
 //! The on-disk behaviour of the software backend: files OpenSSL can open, wrong passwords,
 //! corrupt files, persistence.
 
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failure")]
+
 use std::path::Path;
 use std::process::Command;
 
