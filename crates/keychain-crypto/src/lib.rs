@@ -4,8 +4,12 @@ mod aead;
 #[cfg(feature = "aws-lc-rs")]
 mod aws_lc;
 mod provider;
+#[cfg(feature = "rustcrypto")]
+mod rust_crypto;
 
 pub use crate::aead::{AeadCiphertext, HEADER_LEN, NONCE_LEN, TAG_LEN};
 #[cfg(feature = "aws-lc-rs")]
 pub use crate::aws_lc::AwsLcProvider;
 pub use crate::provider::{AeadKey, CryptoProvider, PrivateKey, default_provider};
+#[cfg(feature = "rustcrypto")]
+pub use crate::rust_crypto::RustCryptoProvider;

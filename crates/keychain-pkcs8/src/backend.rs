@@ -18,7 +18,7 @@ use keychain_crypto::{
 use keychain_storage::{BlobStore, FileStore, FileStoreOptions, MemoryStore};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Kdf};
+use crate::config::{Config, Kdf, ProviderKind};
 use crate::format;
 
 const BACKEND: &str = "pkcs8";
@@ -130,6 +130,27 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The provider a configuration names, or `Unsupported` naming the feature to enable.
+fn provider(kind: ProviderKind) -> Result<Arc<dyn CryptoProvider>> {
+    match kind {
+        #[cfg(feature = "aws-lc-rs")]
+        ProviderKind::AwsLcRs => Ok(Arc::new(keychain_crypto::AwsLcProvider::new())),
+        #[cfg(feature = "rustcrypto")]
+        ProviderKind::RustCrypto => Ok(Arc::new(keychain_crypto::RustCryptoProvider::new())),
+        #[allow(
+            unreachable_patterns,
+            reason = "reachable when a provider feature is off"
+        )]
+        other => Err(Error::unsupported(format!(
+            "crypto provider {other:?} is not compiled in; enable keychain-pkcs8's `{}` feature",
+            match other {
+                ProviderKind::RustCrypto => "rustcrypto",
+                _ => "aws-lc-rs",
+            }
+        ))),
+    }
+}
+
 fn meta_key(name: &KeyName) -> String {
     format!("{name}/{META}")
 }
@@ -157,11 +178,7 @@ impl Pkcs8Backend {
             }
             None => Arc::new(MemoryStore::new()),
         };
-        let provider = keychain_crypto::default_provider().ok_or_else(|| {
-            ctx(Error::unsupported(
-                "no crypto provider compiled in; enable the `aws-lc-rs` feature",
-            ))
-        })?;
+        let provider = provider(config.provider).map_err(ctx)?;
         Self::with_store(store, password, config.kdf, provider).map_err(ctx)
     }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// dir = "./.keychain"                          # omit for an in-memory (ephemeral) store
 /// password = { env = "KEYCHAIN_PASSWORD" }
 /// kdf = { pbkdf2 = { iterations = 600000 } }   # or { scrypt = { log-n = 14, r = 8, p = 1 } }
+/// provider = "aws-lc-rs"                       # or "rustcrypto"
 /// ```
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -22,6 +23,8 @@ pub struct Config {
     pub password: SecretSource,
     /// How the password becomes an encryption key for newly written files.
     pub kdf: Kdf,
+    /// Which software crypto implementation does the work.
+    pub provider: ProviderKind,
     /// Open a key directory even if group or others can access it (not recommended).
     pub allow_insecure_permissions: bool,
 }
@@ -32,6 +35,7 @@ impl Default for Config {
             dir: None,
             password: SecretSource::env("KEYCHAIN_PASSWORD"),
             kdf: Kdf::default(),
+            provider: ProviderKind::default(),
             allow_insecure_permissions: false,
         }
     }
@@ -53,6 +57,13 @@ impl Config {
             password,
             ..Self::default()
         }
+    }
+
+    /// Chooses the crypto provider.
+    #[must_use]
+    pub fn with_provider(mut self, provider: ProviderKind) -> Self {
+        self.provider = provider;
+        self
     }
 
     /// Sets the KDF for newly written files.
@@ -95,4 +106,18 @@ impl Default for Kdf {
             iterations: 600_000,
         }
     }
+}
+
+/// The software crypto provider (see `keychain-crypto`). Each needs its crate feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ProviderKind {
+    /// AWS-LC through aws-lc-rs (feature `aws-lc-rs`, default). Constant-time RSA.
+    #[default]
+    #[serde(rename = "aws-lc-rs")]
+    AwsLcRs,
+    /// Pure-Rust RustCrypto (feature `rustcrypto`); RSA keys only with the feature
+    /// `rustcrypto-rsa-insecure` (RUSTSEC-2023-0071).
+    #[serde(rename = "rustcrypto")]
+    RustCrypto,
 }

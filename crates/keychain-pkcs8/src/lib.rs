@@ -5,4 +5,4 @@ mod config;
 mod format;
 
 pub use crate::backend::{MAX_RANDOM, Pkcs8Backend};
-pub use crate::config::{Config, Kdf};
+pub use crate::config::{Config, Kdf, ProviderKind};
