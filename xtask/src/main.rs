@@ -516,7 +516,13 @@ fn bench() -> Result {
     for (package, bench) in BENCHES {
         println!("$ cargo bench -p {package} --bench {bench}");
         let out = stdout_of(&mut cargo(&[
-            "bench", "--quiet", "-p", package, "--bench", bench,
+            "bench",
+            "--quiet",
+            "-p",
+            package,
+            "--all-features",
+            "--bench",
+            bench,
         ]))?;
         print!("{out}");
         sections.push(report::bench_tables(&out));

@@ -242,10 +242,187 @@ fn main() {
         ));
     }
 
-    println!("### keychain-pkcs8 (provider: aws-lc-rs)\n");
-    println!("| operation | keychain | baseline (aws-lc-rs) | ratio |");
+    print_table("aws-lc-rs", &rows);
+
+    #[cfg(feature = "rustcrypto")]
+    rustcrypto::run(&rt);
+}
+
+type Row = (String, String, String, f64);
+
+fn print_table(provider: &str, rows: &[Row]) {
+    println!("### keychain-pkcs8 (provider: {provider})\n");
+    println!("| operation | keychain | baseline ({provider}) | ratio |");
     println!("|---|---:|---:|---:|");
     for (label, k, b, ratio) in rows {
         println!("| {label} | {k} | {b} | {ratio:.3} |");
+    }
+    println!();
+}
+
+/// The same rows on the pure-Rust provider against the RustCrypto crates it calls. RSA is not
+/// measured: its private-key operations are an opt-in (RUSTSEC-2023-0071).
+#[cfg(feature = "rustcrypto")]
+mod rustcrypto {
+    use super::*;
+    use aes_gcm::aead::{AeadInOut, KeyInit};
+    use keychain_pkcs8::ProviderKind;
+    use p256::pkcs8::DecodePrivateKey as _;
+    use signature::hazmat::PrehashSigner as _;
+
+    pub(super) fn run(rt: &tokio::runtime::Runtime) {
+        let backend: Arc<dyn Backend> = Arc::new(rt.block_on(async {
+            Pkcs8Backend::open(
+                Config::in_memory(SecretSource::value("bench password"))
+                    .with_kdf(Kdf::Pbkdf2 { iterations: 1000 })
+                    .with_provider(ProviderKind::RustCrypto),
+            )
+            .await
+            .expect("open")
+        }));
+        let provider = keychain_crypto::RustCryptoProvider::new();
+        let mut rows = Vec::new();
+        let cases: [(&str, KeyAlgorithm, SignatureScheme); 3] = [
+            (
+                "sign ECDSA P-256 (SHA-256 digest)",
+                KeyAlgorithm::EcP256,
+                SignatureScheme::Ecdsa(HashAlg::Sha256),
+            ),
+            (
+                "sign ECDSA P-384 (SHA-384 digest)",
+                KeyAlgorithm::EcP384,
+                SignatureScheme::Ecdsa(HashAlg::Sha384),
+            ),
+            (
+                "sign Ed25519 (64-byte message)",
+                KeyAlgorithm::Ed25519,
+                SignatureScheme::Ed25519,
+            ),
+        ];
+        for (label, alg, scheme) in cases {
+            let der = provider.generate(alg).expect("keygen");
+            let name = KeyName::new(alg.as_str()).expect("name");
+            rt.block_on(backend.import_key(
+                &name,
+                KeyMaterial::Pkcs8 {
+                    data: der.duplicate(),
+                    password: None,
+                },
+                &ImportSpec::new(),
+            ))
+            .expect("import");
+            let key = KeyRef::from(&name);
+            let message = [0x5au8; 64];
+            let digest_bytes = scheme
+                .hash()
+                .map(|h| h.digest(&message))
+                .unwrap_or_default();
+            let input = match scheme.hash() {
+                Some(h) => SignInput::digest(h, &digest_bytes),
+                None => SignInput::message(&message),
+            };
+            rt.block_on(backend.sign(&key, input, scheme))
+                .expect("sign");
+            let mut keychain = |n: usize| {
+                rt.block_on(async {
+                    for _ in 0..n {
+                        black_box(backend.sign(&key, input, scheme).await.expect("sign"));
+                    }
+                })
+            };
+            let mut baseline: Box<dyn FnMut(usize)> = match alg {
+                KeyAlgorithm::EcP256 => {
+                    let k = p256::ecdsa::SigningKey::from_pkcs8_der(der.expose()).expect("key");
+                    let d = digest_bytes.clone();
+                    Box::new(move |n| {
+                        for _ in 0..n {
+                            let s: p256::ecdsa::DerSignature = k.sign_prehash(&d).expect("sign");
+                            black_box(s.as_bytes().to_vec());
+                        }
+                    })
+                }
+                KeyAlgorithm::EcP384 => {
+                    let k = p384::ecdsa::SigningKey::from_pkcs8_der(der.expose()).expect("key");
+                    let d = digest_bytes.clone();
+                    Box::new(move |n| {
+                        for _ in 0..n {
+                            let s: p384::ecdsa::DerSignature = k.sign_prehash(&d).expect("sign");
+                            black_box(s.as_bytes().to_vec());
+                        }
+                    })
+                }
+                _ => {
+                    let k = ed25519_dalek::SigningKey::from_pkcs8_der(der.expose()).expect("key");
+                    Box::new(move |n| {
+                        for _ in 0..n {
+                            use ed25519_dalek::Signer as _;
+                            black_box(k.sign(&message).to_bytes().to_vec());
+                        }
+                    })
+                }
+            };
+            let (k, b) = compare(&mut keychain, &mut *baseline);
+            rows.push((
+                label.to_owned(),
+                fmt_rate(k, None),
+                fmt_rate(b, None),
+                k / b,
+            ));
+        }
+
+        let aes = SecretBytes::new(vec![7u8; 32]);
+        let aes_name = KeyName::new("aes").expect("name");
+        rt.block_on(backend.import_key(
+            &aes_name,
+            KeyMaterial::Symmetric(aes.duplicate()),
+            &ImportSpec::new(),
+        ))
+        .expect("import aes");
+        let aes_key = KeyRef::from(&aes_name);
+        let raw = aes_gcm::Aes256Gcm::new_from_slice(aes.expose()).expect("aes");
+        for (label, size) in [
+            ("AES-256-GCM encrypt 1 KiB", 1024usize),
+            ("AES-256-GCM encrypt 1 MiB", 1 << 20),
+        ] {
+            let plaintext = vec![0x11u8; size];
+            rt.block_on(backend.encrypt(&aes_key, &plaintext, b"aad"))
+                .expect("encrypt");
+            let mut keychain = |n: usize| {
+                rt.block_on(async {
+                    for _ in 0..n {
+                        black_box(
+                            backend
+                                .encrypt(&aes_key, &plaintext, b"aad")
+                                .await
+                                .expect("encrypt"),
+                        );
+                    }
+                })
+            };
+            let mut baseline = |n: usize| {
+                for _ in 0..n {
+                    let mut nonce = [0u8; 12];
+                    getrandom::fill(&mut nonce).expect("rng");
+                    let mut buf = plaintext.clone();
+                    let tag = raw
+                        .encrypt_inout_detached(
+                            &aes_gcm::Nonce::from(nonce),
+                            b"aad",
+                            buf.as_mut_slice().into(),
+                        )
+                        .expect("seal");
+                    buf.extend_from_slice(&tag);
+                    black_box(buf);
+                }
+            };
+            let (k, b) = compare(&mut keychain, &mut baseline);
+            rows.push((
+                label.to_owned(),
+                fmt_rate(k, Some(size)),
+                fmt_rate(b, Some(size)),
+                k / b,
+            ));
+        }
+        print_table("rustcrypto", &rows);
     }
 }

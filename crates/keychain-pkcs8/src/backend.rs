@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keychain_core::{
@@ -89,7 +89,23 @@ enum Loaded {
 /// A key's metadata plus the versions decrypted so far.
 struct Entry {
     meta: Meta,
+    /// The newest version once decrypted: the hot path of sign/encrypt takes no lock.
+    current: OnceLock<Loaded>,
     loaded: Mutex<HashMap<KeyVersion, Loaded>>,
+}
+
+impl Entry {
+    fn new(meta: Meta, loaded: HashMap<KeyVersion, Loaded>) -> Self {
+        let current = OnceLock::new();
+        if let Some(l) = loaded.get(&meta.current()) {
+            let _ = current.set(l.clone());
+        }
+        Self {
+            meta,
+            current,
+            loaded: Mutex::new(loaded),
+        }
+    }
 }
 
 /// Keys as password-encrypted PKCS#8 files (or in memory), used through a software crypto
@@ -277,10 +293,7 @@ impl Pkcs8Backend {
             .read_meta(name)
             .await?
             .ok_or_else(|| Self::not_found(name))?;
-        let entry = Arc::new(Entry {
-            meta,
-            loaded: Mutex::new(HashMap::new()),
-        });
+        let entry = Arc::new(Entry::new(meta, HashMap::new()));
         Ok(write(&self.cache)
             .entry(name.clone())
             .or_insert(entry)
@@ -289,6 +302,10 @@ impl Pkcs8Backend {
 
     /// Decrypts and parses one version of a key (KDF work off the async threads), cached.
     async fn loaded(&self, entry: &Entry, version: KeyVersion) -> Result<Loaded> {
+        let is_current = version == entry.meta.current();
+        if is_current && let Some(l) = entry.current.get() {
+            return Ok(l.clone());
+        }
         if let Some(l) = lock(&entry.loaded).get(&version) {
             return Ok(l.clone());
         }
@@ -345,6 +362,9 @@ impl Pkcs8Backend {
             )
         })??;
         lock(&entry.loaded).insert(version, loaded.clone());
+        if is_current {
+            let _ = entry.current.set(loaded.clone());
+        }
         Ok(loaded)
     }
 
@@ -743,13 +763,7 @@ impl Backend for Pkcs8Backend {
             let old = write(&self.cache).remove(name);
             let loaded = old.map(|e| lock(&e.loaded).clone()).unwrap_or_default();
             let info = meta.info();
-            write(&self.cache).insert(
-                name.clone(),
-                Arc::new(Entry {
-                    meta,
-                    loaded: Mutex::new(loaded),
-                }),
-            );
+            write(&self.cache).insert(name.clone(), Arc::new(Entry::new(meta, loaded)));
             Ok(info)
         })
         .await
