@@ -445,7 +445,11 @@ mod tests {
             }
             let public = key.public_key().to_rsa().unwrap();
             let ct = public
-                .encrypt(&mut rng(), rsa::Oaep::<sha2::Sha256>::new(), b"secret")
+                .encrypt(
+                    &mut rand_core::UnwrapErr(getrandom::SysRng),
+                    rsa::Oaep::<sha2::Sha256>::new(),
+                    b"secret",
+                )
                 .unwrap();
             assert_eq!(
                 key.decrypt_oaep(&ct, HashAlg::Sha256).unwrap().expose(),

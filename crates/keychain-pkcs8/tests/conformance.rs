@@ -10,6 +10,14 @@ use keychain_pkcs8::{Config, Kdf, Pkcs8Backend};
 /// Low KDF cost: the suite decrypts many freshly written keys.
 const TEST_KDF: Kdf = Kdf::Pbkdf2 { iterations: 1000 };
 
+/// A fresh directory per check, under cargo's scratch directory for integration tests (inside
+/// `target/`), kept after the test so the backend can outlive the factory.
+fn check_dir() -> std::path::PathBuf {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("tempdir")
+        .keep()
+}
+
 async fn memory() -> Arc<dyn Backend> {
     let config = Config::in_memory(SecretSource::value("conformance")).with_kdf(TEST_KDF);
     Arc::new(
@@ -20,8 +28,7 @@ async fn memory() -> Arc<dyn Backend> {
 }
 
 async fn files() -> Arc<dyn Backend> {
-    // The directory lives as long as the test process; each check gets its own.
-    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let dir = check_dir();
     let config =
         Config::new(dir.join("keys"), SecretSource::value("conformance")).with_kdf(TEST_KDF);
     Arc::new(Pkcs8Backend::open(config).await.expect("open file backend"))
@@ -31,7 +38,7 @@ async fn files() -> Arc<dyn Backend> {
 /// Built with `--features rustcrypto` (`cargo xtask test` runs it).
 #[cfg(feature = "rustcrypto")]
 async fn rustcrypto_files() -> Arc<dyn Backend> {
-    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let dir = check_dir();
     let config = Config::new(dir.join("keys"), SecretSource::value("conformance"))
         .with_kdf(TEST_KDF)
         .with_provider(ProviderKind::RustCrypto);
