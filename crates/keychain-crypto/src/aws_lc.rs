@@ -339,6 +339,26 @@ impl PrivateKey for Ed25519Key {
 
 struct GcmKey(LessSafeKey);
 
+/// The part of a buffer after `start`, as aws-lc-rs's in-place sealing wants it: it encrypts
+/// what `as_mut` shows and appends the tag through `extend`, so a header before `start` stays
+/// in the same allocation, untouched.
+struct Tail<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+}
+
+impl AsMut<[u8]> for Tail<'_> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+}
+
+impl<'b> Extend<&'b u8> for Tail<'_> {
+    fn extend<I: IntoIterator<Item = &'b u8>>(&mut self, iter: I) {
+        self.buf.extend(iter);
+    }
+}
+
 impl AeadKey for GcmKey {
     fn seal_in_place(
         &self,
@@ -347,15 +367,16 @@ impl AeadKey for GcmKey {
         buf: &mut Vec<u8>,
         start: usize,
     ) -> Result<()> {
-        let body = buf
-            .get_mut(start..)
-            .ok_or_else(|| Error::invalid_input("seal start is past the buffer"))?;
-        let tag = self
-            .0
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), body)
-            .map_err(internal("AES-GCM seal"))?;
-        buf.extend_from_slice(tag.as_ref());
-        Ok(())
+        if start > buf.len() {
+            return Err(Error::invalid_input("seal start is past the buffer"));
+        }
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                &mut Tail { buf, start },
+            )
+            .map_err(internal("AES-GCM seal"))
     }
 
     fn open(&self, nonce: &[u8; 12], aad: &[u8], ciphertext_and_tag: &[u8]) -> Result<SecretBytes> {
