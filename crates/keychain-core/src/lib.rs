@@ -22,7 +22,7 @@ pub use crate::key::{
     WrapFormat, WrappedKey, WrappingSpec,
 };
 pub use crate::name::{KeyName, KeyRef, KeyVersion};
-pub use crate::public_key::PublicKey;
+pub use crate::public_key::{PublicKey, identify_key_algorithm};
 pub use crate::secret::{PromptHook, SecretBytes, SecretSource, SecretString, set_prompt_hook};
 pub use crate::signature::{
     SignInput, Signature, ecdsa_der_to_fixed, ecdsa_fixed_to_der, ecdsa_scalar_len, verify,

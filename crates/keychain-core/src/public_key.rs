@@ -21,6 +21,54 @@ const OID_P521: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
 const OID_SECP256K1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.10");
 const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
+/// Identifies an asymmetric key's algorithm from its `AlgorithmIdentifier` (the same in
+/// `SubjectPublicKeyInfo` and PKCS#8 `PrivateKeyInfo`): the OID, its parameters (the named curve
+/// for EC) and, for RSA, the modulus (big-endian, as in the DER).
+///
+/// # Errors
+/// [`crate::ErrorKind::InvalidInput`] for an EC key without a named curve or an RSA key without a
+/// modulus; [`crate::ErrorKind::Unsupported`] for other algorithms or curves, or an RSA size other
+/// than 2048/3072/4096.
+pub fn identify_key_algorithm(
+    oid: ObjectIdentifier,
+    parameters: Option<AnyRef<'_>>,
+    rsa_modulus: Option<&[u8]>,
+) -> Result<KeyAlgorithm> {
+    if oid == OID_RSA {
+        let modulus = rsa_modulus.ok_or_else(|| bad("RSA key without a modulus"))?;
+        let modulus = &modulus[modulus
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(modulus.len())..];
+        // `modulus` starts with a non-zero byte (or is empty: zero bits, refused below).
+        let bits = modulus
+            .first()
+            .map_or(0, |b| modulus.len() * 8 - b.leading_zeros() as usize);
+        match bits {
+            2048 => Ok(KeyAlgorithm::Rsa2048),
+            3072 => Ok(KeyAlgorithm::Rsa3072),
+            4096 => Ok(KeyAlgorithm::Rsa4096),
+            other => Err(Error::unsupported(format!("RSA keys of {other} bits"))),
+        }
+    } else if oid == OID_EC {
+        let curve: ObjectIdentifier = parameters
+            .ok_or_else(|| bad("EC key without a named curve"))?
+            .decode_as()
+            .map_err(bad)?;
+        match curve {
+            c if c == OID_P256 => Ok(KeyAlgorithm::EcP256),
+            c if c == OID_P384 => Ok(KeyAlgorithm::EcP384),
+            c if c == OID_P521 => Ok(KeyAlgorithm::EcP521),
+            c if c == OID_SECP256K1 => Ok(KeyAlgorithm::EcSecp256k1),
+            c => Err(Error::unsupported(format!("elliptic curve {c}"))),
+        }
+    } else if oid == OID_ED25519 {
+        Ok(KeyAlgorithm::Ed25519)
+    } else {
+        Err(Error::unsupported(format!("key algorithm {oid}")))
+    }
+}
+
 /// A public key, held as DER `SubjectPublicKeyInfo` together with its algorithm.
 ///
 /// ```
@@ -52,40 +100,20 @@ impl PublicKey {
     pub fn from_der(der: &[u8]) -> Result<Self> {
         let spki = SubjectPublicKeyInfoOwned::from_der(der).map_err(bad)?;
         let oid = spki.algorithm.oid;
-        let algorithm = if oid == OID_RSA {
+        let modulus = if oid == OID_RSA {
             let key = pkcs1::RsaPublicKey::<der::asn1::UintRef<'_>>::from_der(
                 spki.subject_public_key.raw_bytes(),
             )
             .map_err(bad)?;
-            let modulus = key.modulus.as_bytes();
-            let bits =
-                modulus.len() * 8 - modulus.first().map_or(8, |b| b.leading_zeros() as usize);
-            match bits {
-                2048 => KeyAlgorithm::Rsa2048,
-                3072 => KeyAlgorithm::Rsa3072,
-                4096 => KeyAlgorithm::Rsa4096,
-                other => return Err(Error::unsupported(format!("RSA key of {other} bits"))),
-            }
-        } else if oid == OID_EC {
-            let curve: ObjectIdentifier = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .ok_or_else(|| bad("EC key without curve"))?
-                .decode_as()
-                .map_err(bad)?;
-            match curve {
-                c if c == OID_P256 => KeyAlgorithm::EcP256,
-                c if c == OID_P384 => KeyAlgorithm::EcP384,
-                c if c == OID_P521 => KeyAlgorithm::EcP521,
-                c if c == OID_SECP256K1 => KeyAlgorithm::EcSecp256k1,
-                c => return Err(Error::unsupported(format!("elliptic curve {c}"))),
-            }
-        } else if oid == OID_ED25519 {
-            KeyAlgorithm::Ed25519
+            Some(key.modulus.as_bytes().to_vec())
         } else {
-            return Err(Error::unsupported(format!("public key algorithm {oid}")));
+            None
         };
+        let algorithm = identify_key_algorithm(
+            oid,
+            spki.algorithm.parameters.as_ref().map(AnyRef::from),
+            modulus.as_deref(),
+        )?;
         let key = Self {
             der: der.to_vec(),
             algorithm,
@@ -354,6 +382,28 @@ q9UU8I5mEovUf86QZ7kOBIjJwqnzD1omageEHWwHdBO6B+dFabmdT9POxg==
             PublicKey::from_jwk(&json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn identifies_algorithms_and_refuses_the_unknown() {
+        let p384 = der::asn1::Any::from(OID_P384);
+        assert_eq!(
+            identify_key_algorithm(OID_EC, Some(AnyRef::from(&p384)), None).unwrap(),
+            KeyAlgorithm::EcP384
+        );
+        let e = identify_key_algorithm(OID_EC, None, None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        let brainpool = der::asn1::Any::from(ObjectIdentifier::new_unwrap("1.3.36.3.3.2.8.1.1.7"));
+        let e = identify_key_algorithm(OID_EC, Some(AnyRef::from(&brainpool)), None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        let mut modulus = vec![0x80u8];
+        modulus.extend([0u8; 255]);
+        assert_eq!(
+            identify_key_algorithm(OID_RSA, None, Some(&modulus)).unwrap(),
+            KeyAlgorithm::Rsa2048
+        );
+        let e = identify_key_algorithm(OID_RSA, None, Some(&modulus[1..])).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
     }
 
     #[test]

@@ -2,18 +2,13 @@
 
 use der::asn1::{ObjectIdentifier, OctetStringRef};
 use der::{Decode as _, Encode as _};
-use keychain_core::{Error, ErrorKind, KeyAlgorithm, Result, SecretBytes};
+use keychain_core::{Error, ErrorKind, KeyAlgorithm, Result, SecretBytes, identify_key_algorithm};
 use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 use spki::AlgorithmIdentifierRef;
 
 use crate::config::Kdf;
 
 const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-const OID_P521: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
-const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 // AES-GCM key OIDs (NIST CSOR): symmetric keys are stored as a PrivateKeyInfo naming the
 // cipher, so they get the same PBES2 protection as private keys.
 const OID_AES128_GCM: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.6");
@@ -60,34 +55,7 @@ pub(crate) fn inspect(der: &[u8]) -> Result<Plain> {
     let info = PrivateKeyInfoRef::from_der(der)
         .map_err(|e| Error::invalid_input(format!("not a PKCS#8 private key: {e}")))?;
     let oid = info.algorithm.oid;
-    let algorithm = if oid == OID_RSA {
-        let key =
-            pkcs1::RsaPrivateKey::<der::asn1::UintRef<'_>>::from_der(info.private_key.as_bytes())
-                .map_err(|e| Error::invalid_input(format!("malformed RSA key: {e}")))?;
-        let m = key.modulus.as_bytes();
-        let bits = m.len() * 8 - m.first().map_or(8, |b| b.leading_zeros() as usize);
-        match bits {
-            2048 => KeyAlgorithm::Rsa2048,
-            3072 => KeyAlgorithm::Rsa3072,
-            4096 => KeyAlgorithm::Rsa4096,
-            other => return Err(Error::unsupported(format!("RSA keys of {other} bits"))),
-        }
-    } else if oid == OID_EC {
-        let curve: ObjectIdentifier = info
-            .algorithm
-            .parameters
-            .ok_or_else(|| Error::invalid_input("EC key without a named curve"))?
-            .decode_as()
-            .map_err(|e| Error::invalid_input(format!("EC curve parameter: {e}")))?;
-        match curve {
-            c if c == OID_P256 => KeyAlgorithm::EcP256,
-            c if c == OID_P384 => KeyAlgorithm::EcP384,
-            c if c == OID_P521 => KeyAlgorithm::EcP521,
-            c => return Err(Error::unsupported(format!("elliptic curve {c}"))),
-        }
-    } else if oid == OID_ED25519 {
-        KeyAlgorithm::Ed25519
-    } else if let Some(a) = [
+    if let Some(a) = [
         KeyAlgorithm::Aes128Gcm,
         KeyAlgorithm::Aes192Gcm,
         KeyAlgorithm::Aes256Gcm,
@@ -106,9 +74,16 @@ pub(crate) fn inspect(der: &[u8]) -> Result<Plain> {
             algorithm: a,
             material: SecretBytes::from_slice(key),
         });
+    }
+    let modulus = if oid == OID_RSA {
+        let key =
+            pkcs1::RsaPrivateKey::<der::asn1::UintRef<'_>>::from_der(info.private_key.as_bytes())
+                .map_err(|e| Error::invalid_input(format!("malformed RSA key: {e}")))?;
+        Some(key.modulus.as_bytes())
     } else {
-        return Err(Error::unsupported(format!("private key algorithm {oid}")));
+        None
     };
+    let algorithm = identify_key_algorithm(oid, info.algorithm.parameters, modulus)?;
     Ok(Plain {
         algorithm,
         material: SecretBytes::from_slice(der),
