@@ -273,6 +273,14 @@ impl Error {
         self
     }
 
+    /// Prepends `context` to the message (`"backend `hsm`: " + message`), keeping kind, flags,
+    /// code and source.
+    #[must_use]
+    pub fn with_context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message).into();
+        self
+    }
+
     /// Attaches the provider's error as [`std::error::Error::source`].
     #[must_use]
     pub fn with_source(mut self, source: impl Into<Source>) -> Self {

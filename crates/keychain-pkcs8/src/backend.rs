@@ -116,7 +116,7 @@ pub struct Pkcs8Backend {
     kdf: Kdf,
     provider: Arc<dyn CryptoProvider>,
     capabilities: Capabilities,
-    cache: RwLock<HashMap<KeyName, Arc<Entry>>>,
+    cache: RwLock<HashMap<KeyName, Arc<Entry>, foldhash::quality::RandomState>>,
     /// Serializes create/rotate/delete within this process.
     writer: tokio::sync::Mutex<()>,
     closed: AtomicBool,
@@ -229,7 +229,7 @@ impl Pkcs8Backend {
             kdf,
             provider,
             capabilities,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(HashMap::default()),
             writer: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
         })
@@ -366,6 +366,42 @@ impl Pkcs8Backend {
             let _ = entry.current.set(loaded.clone());
         }
         Ok(loaded)
+    }
+
+    /// The cached entry for `name`, if this backend has read it before.
+    fn cached(&self, name: &KeyName) -> Option<Arc<Entry>> {
+        self.cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Seals `plaintext` into the self-describing ciphertext format under `version`.
+    fn seal(
+        &self,
+        k: &dyn AeadKey,
+        version: KeyVersion,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.provider.fill_random(&mut nonce)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+        AeadCiphertext::write_header(&mut out, version, &nonce);
+        // The header is authenticated as a prefix of the caller's AAD; short AADs (the
+        // common case) are assembled on the stack.
+        let mut small = [0u8; 64];
+        let full_aad: std::borrow::Cow<'_, [u8]> = if HEADER_LEN + aad.len() <= small.len() {
+            small[..HEADER_LEN].copy_from_slice(&out);
+            small[HEADER_LEN..HEADER_LEN + aad.len()].copy_from_slice(aad);
+            std::borrow::Cow::Borrowed(&small[..HEADER_LEN + aad.len()])
+        } else {
+            AeadCiphertext::full_aad(&out, aad).into()
+        };
+        out.extend_from_slice(plaintext);
+        k.seal_in_place(&nonce, &full_aad, &mut out, HEADER_LEN)?;
+        Ok(out)
     }
 
     fn require_usage(meta: &Meta, usage: KeyUsage) -> Result<()> {
@@ -663,6 +699,21 @@ impl Backend for Pkcs8Backend {
     }
 
     async fn encrypt(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        // Hot path: the key's current version is decrypted and cached; nothing to await.
+        if let Some(entry) = self.cached(key.name())
+            && key.version().is_none_or(|v| v == entry.meta.current())
+            && let Some(Loaded::Aead(k)) = entry.current.get()
+            && entry.meta.usages.contains(KeyUsage::Encrypt)
+            && !self.closed.load(Ordering::Acquire)
+        {
+            return self
+                .seal(k.as_ref(), entry.meta.current(), plaintext, aad)
+                .map_err(|e| {
+                    e.with_backend(BACKEND)
+                        .with_operation(Operation::Encrypt)
+                        .with_key(key.name())
+                });
+        }
         self.ctx(Operation::Encrypt, Some(key.name()), async {
             let entry = self.entry(key.name()).await?;
             if !entry.meta.algorithm.is_symmetric() {
@@ -676,23 +727,7 @@ impl Backend for Pkcs8Backend {
             let Loaded::Aead(k) = self.loaded(&entry, version).await? else {
                 return Err(Error::invalid_input("not a symmetric key"));
             };
-            let mut nonce = [0u8; NONCE_LEN];
-            self.provider.fill_random(&mut nonce)?;
-            let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
-            AeadCiphertext::write_header(&mut out, version, &nonce);
-            // The header is authenticated as a prefix of the caller's AAD; short AADs (the
-            // common case) are assembled on the stack.
-            let mut small = [0u8; 256];
-            let full_aad: std::borrow::Cow<'_, [u8]> = if HEADER_LEN + aad.len() <= small.len() {
-                small[..HEADER_LEN].copy_from_slice(&out);
-                small[HEADER_LEN..HEADER_LEN + aad.len()].copy_from_slice(aad);
-                std::borrow::Cow::Borrowed(&small[..HEADER_LEN + aad.len()])
-            } else {
-                AeadCiphertext::full_aad(&out, aad).into()
-            };
-            out.extend_from_slice(plaintext);
-            k.seal_in_place(&nonce, &full_aad, &mut out, HEADER_LEN)?;
-            Ok(out)
+            self.seal(k.as_ref(), version, plaintext, aad)
         })
         .await
     }

@@ -1,0 +1,329 @@
+//! The command line, as clap derive types. Algorithm, scheme, hash and usage spellings come from
+//! `keychain-core` (`KeyAlgorithm::as_str`, `SignatureScheme::name`, ...), never from here.
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keychain::{HashAlg, KeyAlgorithm, KeyUsage, KeyUsages, SignatureScheme};
+
+/// One command over every place a private key lives.
+#[derive(Debug, Parser)]
+#[command(
+    name = "keychain",
+    version,
+    about = "Keys, signatures and encryption on any configured keychain backend",
+    long_about = "Keys, signatures and encryption on any configured keychain backend.\n\n\
+        Try `keychain demo`: it needs no setup and leaves nothing behind.\n\n\
+        Key targets: `backend:key`, `key` (default backend), `key@2` (one version), \
+        or a key URI such as `pkcs8:name=signer`.",
+    after_long_help = crate::exit::help(),
+)]
+pub(crate) struct Cli {
+    /// Configuration file (TOML); default: $KEYCHAIN_CONFIG, else one software backend in ./.keychain.
+    #[arg(long, global = true, env = "KEYCHAIN_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// How results (and errors) are printed.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub(crate) output: Format,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Human-readable tables.
+    Table,
+    /// One JSON document on stdout.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Generate, sign, verify, encrypt, rotate and list keys in a throwaway store (no setup needed).
+    Demo,
+    /// Manage keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Sign a file or stdin; writes the signature (DER for ECDSA, raw for RSA and Ed25519).
+    Sign(SignArgs),
+    /// Verify a signature with a stored key or a public key file.
+    Verify(VerifyArgs),
+    /// Encrypt with a symmetric (AEAD) key; the ciphertext names the key version and nonce.
+    Encrypt(CipherArgs),
+    /// Decrypt a ciphertext made by `keychain encrypt`.
+    Decrypt(CipherArgs),
+    /// List the configured backends, their types and capabilities.
+    Backends,
+    /// Check every configured backend; exits non-zero if one is unhealthy or unreachable.
+    Doctor,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Create a key.
+    Generate(GenerateArgs),
+    /// List keys (of every backend, or one).
+    List {
+        /// Only this backend.
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// Show a key's metadata, versions and public key fingerprints.
+    Show {
+        /// The key target.
+        #[arg(value_name = "KEY")]
+        key: String,
+    },
+    /// Add a new version; earlier versions still verify and decrypt.
+    Rotate {
+        /// The key target.
+        #[arg(value_name = "KEY")]
+        key: String,
+    },
+    /// Delete a key and all its versions.
+    Delete {
+        /// The key target.
+        #[arg(value_name = "KEY")]
+        key: String,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Write a key's public key as PEM (SubjectPublicKeyInfo) or JWK.
+    ExportPublic {
+        /// The key target (`key@2` for an earlier version).
+        #[arg(value_name = "KEY")]
+        key: String,
+        /// Encoding.
+        #[arg(long, value_enum, default_value_t = PublicFormat::Pem)]
+        format: PublicFormat,
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Import a PKCS#8 private key (PEM or DER, encrypted or not).
+    Import(ImportArgs),
+}
+
+/// Public key encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PublicFormat {
+    /// `-----BEGIN PUBLIC KEY-----` (SubjectPublicKeyInfo).
+    Pem,
+    /// JSON Web Key.
+    Jwk,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// The new key's name (`name` or `backend:name`).
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// Key type and size.
+    #[arg(long, short, value_parser = algorithm_parser())]
+    pub(crate) algorithm: KeyAlgorithm,
+    /// Allow the private key to be exported (wrapped) later.
+    #[arg(long)]
+    pub(crate) exportable: bool,
+    /// Usages (repeat or comma-separate); default: sign for asymmetric keys, encrypt+decrypt for AES.
+    #[arg(long = "usage", value_delimiter = ',', value_parser = usage_parser())]
+    pub(crate) usages: Vec<KeyUsage>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The new key's name (`name` or `backend:name`).
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// The PKCS#8 file (PEM or DER); `-` for stdin.
+    #[arg(long = "in", value_name = "FILE")]
+    pub(crate) input: PathBuf,
+    /// Environment variable holding the password of an encrypted PKCS#8 (prompted otherwise).
+    #[arg(long, value_name = "VAR")]
+    pub(crate) password_env: Option<String>,
+    /// Require this algorithm (checked against the material).
+    #[arg(long, short, value_parser = algorithm_parser())]
+    pub(crate) algorithm: Option<KeyAlgorithm>,
+    /// Allow the key to be exported (wrapped) again.
+    #[arg(long)]
+    pub(crate) exportable: bool,
+    /// Usages (repeat or comma-separate); default: the algorithm's defaults.
+    #[arg(long = "usage", value_delimiter = ',', value_parser = usage_parser())]
+    pub(crate) usages: Vec<KeyUsage>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SignArgs {
+    /// The signing key target.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) key: String,
+    /// The message; `-` (default) for stdin.
+    #[arg(long = "in", value_name = "FILE", conflicts_with = "digest_hex")]
+    pub(crate) input: Option<PathBuf>,
+    /// Write the signature here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// Signature scheme; default: the key's (ECDSA with its curve's hash, RSA PKCS#1 v1.5 SHA-256, Ed25519).
+    #[arg(long, value_parser = scheme_parser())]
+    pub(crate) scheme: Option<SignatureScheme>,
+    /// Sign this precomputed digest (hex) instead of a message.
+    #[arg(long, value_name = "HEX")]
+    pub(crate) digest_hex: Option<String>,
+    /// The hash that made --digest-hex; default: the scheme's.
+    #[arg(long, value_parser = hash_parser(), requires = "digest_hex")]
+    pub(crate) hash: Option<HashAlg>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("verifier").required(true).args(["key", "public_key"])))]
+pub(crate) struct VerifyArgs {
+    /// A stored key (`key@2` checks only that version; otherwise every version is tried).
+    #[arg(long, value_name = "KEY")]
+    pub(crate) key: Option<String>,
+    /// A public key file: PEM, DER (SubjectPublicKeyInfo) or JWK.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) public_key: Option<PathBuf>,
+    /// The signature file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) signature: PathBuf,
+    /// The message; `-` (default) for stdin.
+    #[arg(long = "in", value_name = "FILE", conflicts_with = "digest_hex")]
+    pub(crate) input: Option<PathBuf>,
+    /// Signature scheme; default: the key's.
+    #[arg(long, value_parser = scheme_parser())]
+    pub(crate) scheme: Option<SignatureScheme>,
+    /// Verify over this precomputed digest (hex) instead of a message.
+    #[arg(long, value_name = "HEX")]
+    pub(crate) digest_hex: Option<String>,
+    /// The hash that made --digest-hex; default: the scheme's.
+    #[arg(long, value_parser = hash_parser(), requires = "digest_hex")]
+    pub(crate) hash: Option<HashAlg>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CipherArgs {
+    /// The AEAD key target.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) key: String,
+    /// Associated data: authenticated, not encrypted; decrypt needs the same.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub(crate) aad: String,
+    /// Input; `-` (default) for stdin.
+    #[arg(long = "in", value_name = "FILE")]
+    pub(crate) input: Option<PathBuf>,
+    /// Write here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+}
+
+fn algorithm_parser() -> impl clap::builder::TypedValueParser<Value = KeyAlgorithm> {
+    PossibleValuesParser::new(KeyAlgorithm::ALL.map(KeyAlgorithm::as_str))
+        .try_map(|s| s.parse::<KeyAlgorithm>())
+}
+
+/// Every scheme `SignatureScheme::from_str` accepts, by its `name()`.
+pub(crate) fn all_schemes() -> Vec<SignatureScheme> {
+    let mut schemes: Vec<SignatureScheme> = HashAlg::ALL
+        .into_iter()
+        .flat_map(|h| {
+            [
+                SignatureScheme::Ecdsa(h),
+                SignatureScheme::RsaPss(h),
+                SignatureScheme::RsaPkcs1v15(h),
+            ]
+        })
+        .collect();
+    schemes.push(SignatureScheme::Ed25519);
+    schemes
+}
+
+fn scheme_parser() -> impl clap::builder::TypedValueParser<Value = SignatureScheme> {
+    PossibleValuesParser::new(all_schemes().into_iter().map(SignatureScheme::name))
+        .try_map(|s| s.parse::<SignatureScheme>())
+}
+
+fn hash_parser() -> impl clap::builder::TypedValueParser<Value = HashAlg> {
+    PossibleValuesParser::new(HashAlg::ALL.map(HashAlg::as_str)).try_map(|s| {
+        HashAlg::ALL
+            .into_iter()
+            .find(|h| h.as_str() == s)
+            .ok_or_else(|| format!("unknown hash {s:?}"))
+    })
+}
+
+/// Usage names as `KeyUsage` serializes them (`sign`, `decrypt`, `encrypt`, `wrap`).
+fn usage_name(usage: KeyUsage) -> String {
+    serde_json::to_value(usage)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn all_usages() -> impl Iterator<Item = KeyUsage> {
+    (KeyUsages::SIGN | KeyUsages::DECRYPT | KeyUsages::ENCRYPT | KeyUsages::WRAP).iter()
+}
+
+fn usage_parser() -> impl clap::builder::TypedValueParser<Value = KeyUsage> {
+    PossibleValuesParser::new(all_usages().map(usage_name)).try_map(|s| {
+        all_usages()
+            .find(|u| usage_name(*u) == s)
+            .ok_or_else(|| format!("unknown usage {s:?}"))
+    })
+}
+
+/// The names of a usage set, for output.
+pub(crate) fn usage_names(usages: KeyUsages) -> Vec<String> {
+    usages.iter().map(usage_name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn spellings_come_from_core() {
+        let cli = Cli::try_parse_from([
+            "keychain",
+            "sign",
+            "--key",
+            "k",
+            "--scheme",
+            "rsa-pss-sha256",
+        ])
+        .unwrap();
+        let Command::Sign(args) = cli.command else {
+            panic!("not sign")
+        };
+        assert_eq!(args.scheme, Some(SignatureScheme::RsaPss(HashAlg::Sha256)));
+        let cli = Cli::try_parse_from([
+            "keychain",
+            "key",
+            "generate",
+            "k",
+            "--algorithm",
+            "ec-p256",
+            "--usage",
+            "sign",
+        ])
+        .unwrap();
+        let Command::Key(KeyCommand::Generate(args)) = cli.command else {
+            panic!("not generate")
+        };
+        assert_eq!(args.algorithm, KeyAlgorithm::EcP256);
+        assert_eq!(args.usages, [KeyUsage::Sign]);
+        assert!(
+            Cli::try_parse_from(["keychain", "key", "generate", "k", "--algorithm", "dsa"])
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! One module per group of commands; [`run`] dispatches.
+
+mod backends;
+mod crypto;
+mod demo;
+mod key;
+
+use keychain::{Error, KeyName, Keychain, Resolved, Result};
+
+use crate::cli::{Cli, Command, KeyCommand};
+use crate::output::Out;
+
+/// Runs the parsed command line.
+///
+/// # Errors
+/// Whatever the command fails with; the caller maps its kind to the exit code.
+pub(crate) async fn run(cli: Cli) -> Result<()> {
+    let out = Out { format: cli.output };
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Demo => demo::run(out).await,
+        Command::Backends => backends::list(out, config).await,
+        Command::Doctor => backends::doctor(out, config).await,
+        // Verifying with a public key file needs no backend (and so no password).
+        Command::Verify(args) if args.key.is_none() => crypto::verify(out, None, &args).await,
+        command => {
+            let (keychain, _) = crate::config::open(config).await?;
+            let result = with_keychain(out, &keychain, command).await;
+            let closed = keychain.close().await;
+            result.and(closed)
+        }
+    }
+}
+
+async fn with_keychain(out: Out, keychain: &Keychain, command: Command) -> Result<()> {
+    match command {
+        Command::Key(KeyCommand::Generate(args)) => key::generate(out, keychain, &args).await,
+        Command::Key(KeyCommand::List { backend }) => {
+            key::list(out, keychain, backend.as_deref()).await
+        }
+        Command::Key(KeyCommand::Show { key }) => key::show(out, keychain, &key).await,
+        Command::Key(KeyCommand::Rotate { key }) => key::rotate(out, keychain, &key).await,
+        Command::Key(KeyCommand::Delete { key, yes }) => {
+            key::delete(out, keychain, &key, yes).await
+        }
+        Command::Key(KeyCommand::ExportPublic {
+            key,
+            format,
+            out: file,
+        }) => key::export_public(out, keychain, &key, format, file.as_deref()).await,
+        Command::Key(KeyCommand::Import(args)) => key::import(out, keychain, &args).await,
+        Command::Sign(args) => crypto::sign(out, keychain, &args).await,
+        Command::Verify(args) => crypto::verify(out, Some(keychain), &args).await,
+        Command::Encrypt(args) => crypto::encrypt(out, keychain, &args).await,
+        Command::Decrypt(args) => crypto::decrypt(out, keychain, &args).await,
+        Command::Demo | Command::Backends | Command::Doctor => Err(Error::new(
+            keychain::ErrorKind::Unexpected,
+            "command dispatched twice",
+        )),
+    }
+}
+
+/// Resolves a target that must name a whole key, not one version (generate, import, rotate,
+/// delete).
+fn resolve_name(keychain: &Keychain, target: &str) -> Result<(Resolved, KeyName)> {
+    let resolved = keychain.resolve(target)?;
+    if let Some(v) = resolved.key.version() {
+        return Err(Error::invalid_input(format!(
+            "`{target}` names version {v}; this command takes a key name without @VERSION"
+        )));
+    }
+    let name = resolved.key.name().clone();
+    Ok((resolved, name))
+}
+
+/// `backend:key` or `backend:key@N`, as the user can type it back.
+fn target_of(resolved: &Resolved) -> String {
+    format!("{}:{}", resolved.backend_name, resolved.key)
+}

@@ -1,0 +1,674 @@
+//! The `keychain` binary end to end: the demo in an empty environment, signatures checked by
+//! OpenSSL, AEAD round trips, and the exit code of each kind of failure.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail the test loudly"
+)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keychain");
+const PASSWORD: &str = "correct horse battery staple";
+
+// The exit codes `keychain --help` documents.
+const USAGE: i32 = 2;
+const NOT_FOUND: i32 = 3;
+const INVALID_INPUT: i32 = 5;
+const INVALID_SIGNATURE: i32 = 6;
+const UNAUTHENTICATED: i32 = 7;
+const UNSUPPORTED: i32 = 10;
+const UNAVAILABLE: i32 = 11;
+const INTEGRITY: i32 = 12;
+
+/// A temporary directory with a configuration file for a software backend in `keys/`.
+struct Store {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Store {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("keychain.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[backends.local]
+type = "pkcs8"
+dir = "{}"
+password = {{ env = "KEYCHAIN_PASSWORD" }}
+kdf = {{ pbkdf2 = {{ iterations = 1000 }} }}   # cheap: tests only
+"#,
+                dir.path().join("keys").display()
+            ),
+        )
+        .unwrap();
+        Self { dir, config }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `keychain --config <this store's config> ARGS` with the password set.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = self.cmd_with(&self.config);
+        cmd.args(args);
+        cmd
+    }
+
+    /// `keychain --config CONFIG` with the password set, in the store's directory.
+    fn cmd_with(&self, config: &Path) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(config)
+            .env("KEYCHAIN_PASSWORD", PASSWORD)
+            .env_remove("KEYCHAIN_CONFIG")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        ok(self.run(args), args)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+}
+
+fn ok(output: Output, what: &[&str]) -> Output {
+    assert!(
+        output.status.success(),
+        "keychain {what:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exited, not killed")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn openssl(args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed (cargo xtask setup installs it)")
+}
+
+fn write(path: &Path, data: &[u8]) {
+    std::fs::write(path, data).unwrap();
+}
+
+/// Generates a key, exports its public key, signs `msg.txt`; returns (pub.pem, msg, sig).
+fn sign_file(store: &Store, name: &str, algorithm: &str, scheme: &str) -> [String; 3] {
+    store.ok(&["key", "generate", name, "--algorithm", algorithm]);
+    let (public, msg, sig) = (
+        store.arg(&format!("{name}.pub.pem")),
+        store.arg(&format!("{name}.msg")),
+        store.arg(&format!("{name}.sig")),
+    );
+    store.ok(&["key", "export-public", name, "--out", &public]);
+    write(Path::new(&msg), b"release 1.0.0\n\x00\xffbinary tail");
+    store.ok(&[
+        "sign", "--key", name, "--in", &msg, "--out", &sig, "--scheme", scheme,
+    ]);
+    [public, msg, sig]
+}
+
+fn tamper(path: &str) {
+    let mut data = std::fs::read(path).unwrap();
+    data[0] ^= 1;
+    write(Path::new(path), &data);
+}
+
+/// After OpenSSL accepted the signature: keychain accepts it too (by key and by public key
+/// file); after tampering OpenSSL rejects it and keychain exits with InvalidSignature.
+fn check_keychain_verify_and_tamper(
+    store: &Store,
+    name: &str,
+    scheme: &str,
+    [public, msg, sig]: &[String; 3],
+    openssl_verify: impl Fn() -> Output,
+) {
+    store.ok(&[
+        "verify",
+        "--key",
+        name,
+        "--signature",
+        sig,
+        "--in",
+        msg,
+        "--scheme",
+        scheme,
+    ]);
+    store.ok(&[
+        "verify",
+        "--public-key",
+        public,
+        "--signature",
+        sig,
+        "--in",
+        msg,
+        "--scheme",
+        scheme,
+    ]);
+    tamper(msg);
+    let rejected = openssl_verify();
+    assert!(
+        !rejected.status.success(),
+        "openssl accepted a tampered file"
+    );
+    let out = store.run(&[
+        "verify",
+        "--key",
+        name,
+        "--signature",
+        sig,
+        "--in",
+        msg,
+        "--scheme",
+        scheme,
+    ]);
+    assert_eq!(code(&out), INVALID_SIGNATURE, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid signature"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn demo_runs_in_an_empty_environment() {
+    let cwd = tempfile::tempdir().unwrap();
+    let demo = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_clear()
+            .current_dir(cwd.path())
+            .stdin(Stdio::null());
+        for var in ["PATH", "HOME"] {
+            if let Some(v) = std::env::var_os(var) {
+                cmd.env(var, v);
+            }
+        }
+        ok(cmd.output().unwrap(), args)
+    };
+    let table = demo(&["demo"]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("steps passed"), "{text}");
+    for name in ["demo-ecdsa", "demo-rsa", "demo-ed25519", "demo-aes"] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+
+    let doc = json(&demo(&["demo", "--output", "json"]));
+    assert_eq!(doc["ok"], true);
+    let keys = doc["keys"].as_array().unwrap();
+    let mut algorithms: Vec<&str> = keys
+        .iter()
+        .map(|k| k["algorithm"].as_str().unwrap())
+        .collect();
+    algorithms.sort_unstable();
+    assert_eq!(algorithms, ["aes256-gcm", "ec-p256", "ed25519", "rsa-3072"]);
+    let rotated = keys.iter().find(|k| k["name"] == "demo-ecdsa").unwrap();
+    assert_eq!(rotated["version"], 2);
+    let steps = doc["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|s| s["step"] == "rotate"));
+    // Nothing left behind in the working directory.
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn openssl_verifies_ecdsa_p256() {
+    let store = Store::new();
+    let files = sign_file(&store, "ec", "ec-p256", "ecdsa-sha256");
+    let [public, msg, sig] = files.clone();
+    let verify = || {
+        openssl(&[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &public,
+            "-signature",
+            &sig,
+            &msg,
+        ])
+    };
+    let out = verify();
+    assert!(out.status.success(), "openssl rejected: {}", stderr(&out));
+    check_keychain_verify_and_tamper(&store, "ec", "ecdsa-sha256", &files, verify);
+}
+
+#[test]
+fn openssl_verifies_rsa_3072_pss() {
+    let store = Store::new();
+    let files = sign_file(&store, "rsa", "rsa-3072", "rsa-pss-sha256");
+    let [public, msg, sig] = files.clone();
+    // keychain's PSS salt is the hash length, which `rsa_pss_saltlen:digest` demands.
+    let verify = || {
+        openssl(&[
+            "dgst",
+            "-sha256",
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:digest",
+            "-verify",
+            &public,
+            "-signature",
+            &sig,
+            &msg,
+        ])
+    };
+    let out = verify();
+    assert!(out.status.success(), "openssl rejected: {}", stderr(&out));
+    assert_eq!(std::fs::metadata(&sig).unwrap().len(), 384);
+    check_keychain_verify_and_tamper(&store, "rsa", "rsa-pss-sha256", &files, verify);
+}
+
+#[test]
+fn openssl_verifies_ed25519() {
+    let store = Store::new();
+    let files = sign_file(&store, "ed", "ed25519", "ed25519");
+    let [public, msg, sig] = files.clone();
+    let verify = || {
+        openssl(&[
+            "pkeyutl", "-verify", "-pubin", "-inkey", &public, "-rawin", "-in", &msg, "-sigfile",
+            &sig,
+        ])
+    };
+    let out = verify();
+    assert!(out.status.success(), "openssl rejected: {}", stderr(&out));
+    check_keychain_verify_and_tamper(&store, "ed", "ed25519", &files, verify);
+}
+
+#[test]
+fn digest_signing_matches_openssl() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "ec", "--algorithm", "ec-p256"]);
+    let (public, msg, sig) = (store.arg("pub.pem"), store.arg("msg"), store.arg("sig"));
+    store.ok(&["key", "export-public", "ec", "--out", &public]);
+    write(Path::new(&msg), b"hash me elsewhere");
+    let digest = openssl(&["dgst", "-sha256", "-r", &msg]);
+    let digest = String::from_utf8(digest.stdout).unwrap();
+    let digest = digest.split_whitespace().next().unwrap().to_owned();
+    store.ok(&[
+        "sign",
+        "--key",
+        "ec",
+        "--digest-hex",
+        &digest,
+        "--hash",
+        "sha256",
+        "--out",
+        &sig,
+    ]);
+    let out = openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        &public,
+        "-signature",
+        &sig,
+        &msg,
+    ]);
+    assert!(out.status.success(), "openssl rejected: {}", stderr(&out));
+    store.ok(&[
+        "verify",
+        "--key",
+        "ec",
+        "--signature",
+        &sig,
+        "--digest-hex",
+        &digest,
+    ]);
+    // A digest of the wrong length is invalid input.
+    let out = store.run(&["sign", "--key", "ec", "--digest-hex", "abcd", "--out", &sig]);
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+}
+
+#[test]
+fn encrypt_decrypt_round_trip_with_aad() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "data", "--algorithm", "aes256-gcm"]);
+    let plaintext: Vec<u8> = (0..=255u8).chain(b"\r\n\x00 end".iter().copied()).collect();
+    let (plain, sealed) = (store.arg("plain.bin"), store.arg("sealed.bin"));
+    write(Path::new(&plain), &plaintext);
+    store.ok(&[
+        "encrypt", "--key", "data", "--aad", "order-42", "--in", &plain, "--out", &sealed,
+    ]);
+    assert_ne!(std::fs::read(&sealed).unwrap(), plaintext);
+
+    // Decrypt from stdin to stdout: binary-safe both ways.
+    let mut child = store
+        .cmd(&["decrypt", "--key", "data", "--aad", "order-42"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(&sealed).unwrap())
+        .unwrap();
+    let out = ok(child.wait_with_output().unwrap(), &["decrypt"]);
+    assert_eq!(out.stdout, plaintext);
+
+    let out = store.run(&[
+        "decrypt", "--key", "data", "--aad", "order-43", "--in", &sealed,
+    ]);
+    assert_eq!(code(&out), INTEGRITY, "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+
+    let doc = json(&store.ok(&[
+        "--output", "json", "encrypt", "--key", "data", "--aad", "x", "--in", &plain,
+    ]));
+    assert!(doc["ciphertext_base64"].as_str().unwrap().len() > plaintext.len());
+}
+
+#[test]
+fn rotation_keeps_old_signatures_valid() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "ed", "--algorithm", "ed25519"]);
+    let (msg, sig) = (store.arg("msg"), store.arg("sig"));
+    write(Path::new(&msg), b"v1 era");
+    store.ok(&["sign", "--key", "ed", "--in", &msg, "--out", &sig]);
+    let doc = json(&store.ok(&["--output", "json", "key", "rotate", "ed"]));
+    assert_eq!(doc["version"], 2);
+    // Without a version every version is tried; the one that made it is reported.
+    let doc = json(&store.ok(&[
+        "--output",
+        "json",
+        "verify",
+        "--key",
+        "ed",
+        "--signature",
+        &sig,
+        "--in",
+        &msg,
+    ]));
+    assert_eq!(doc["version"], 1);
+    let out = store.run(&["verify", "--key", "ed@2", "--signature", &sig, "--in", &msg]);
+    assert_eq!(code(&out), INVALID_SIGNATURE, "{}", stderr(&out));
+    let doc = json(&store.ok(&["--output", "json", "key", "show", "local:ed"]));
+    assert_eq!(doc["versions"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn wrong_password_is_unauthenticated() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "ec", "--algorithm", "ec-p256"]);
+    let msg = store.arg("msg");
+    write(Path::new(&msg), b"hello");
+    let out = store
+        .cmd(&[
+            "sign",
+            "--key",
+            "ec",
+            "--in",
+            &msg,
+            "--out",
+            &store.arg("sig"),
+        ])
+        .env("KEYCHAIN_PASSWORD", "not the password")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), UNAUTHENTICATED, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        !err.contains("not the password") && !err.contains(PASSWORD),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_key_is_not_found_in_both_output_modes() {
+    let store = Store::new();
+    let msg = store.arg("msg");
+    write(Path::new(&msg), b"hello");
+    let out = store.run(&[
+        "sign",
+        "--key",
+        "nope",
+        "--in",
+        &msg,
+        "--out",
+        &store.arg("sig"),
+    ]);
+    assert_eq!(code(&out), NOT_FOUND, "{}", stderr(&out));
+    let out = store.run(&["--output", "json", "key", "show", "local:nope"]);
+    assert_eq!(code(&out), NOT_FOUND);
+    let err: Value = serde_json::from_str(&stderr(&out)).unwrap();
+    assert_eq!(err["error"]["kind"], "not found");
+    assert_eq!(err["error"]["exit_code"], NOT_FOUND);
+    assert_eq!(err["error"]["key"], "nope");
+}
+
+#[test]
+fn unknown_algorithm_is_a_usage_error() {
+    let store = Store::new();
+    let out = store.run(&["key", "generate", "k", "--algorithm", "dsa-1024"]);
+    assert_eq!(code(&out), USAGE);
+    // The valid spellings are listed (they come from keychain-core).
+    assert!(stderr(&out).contains("ec-p256"), "{}", stderr(&out));
+    let out = store.run(&["key", "generate", "bad name", "--algorithm", "ec-p256"]);
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+}
+
+#[test]
+fn backend_type_not_compiled_in_names_the_feature() {
+    let store = Store::new();
+    let config = store.path("hsm.toml");
+    write(
+        &config,
+        b"[backends.hsm]\ntype = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n",
+    );
+    let out = store
+        .cmd_with(&config)
+        .args(["key", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), UNSUPPORTED, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("feature") && err.contains("pkcs11"), "{err}");
+}
+
+#[test]
+fn prompt_fails_without_a_terminal_instead_of_hanging() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["key", "list"])
+        .env_remove("KEYCHAIN_PASSWORD")
+        .env_remove("KEYCHAIN_CONFIG")
+        .current_dir(cwd.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), UNSUPPORTED, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a terminal"), "{}", stderr(&out));
+}
+
+#[test]
+fn default_store_with_password_from_the_environment() {
+    let cwd = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("KEYCHAIN_PASSWORD", PASSWORD)
+            .env_remove("KEYCHAIN_CONFIG")
+            .current_dir(cwd.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        ok(out, args)
+    };
+    run(&["key", "generate", "signer", "--algorithm", "ed25519"]);
+    assert!(cwd.path().join(".keychain").is_dir());
+    let doc = json(&run(&["--output", "json", "key", "list"]));
+    assert_eq!(doc["keys"][0]["target"], "local:signer");
+    let pem = run(&["key", "export-public", "pkcs8:name=signer"]);
+    assert!(
+        String::from_utf8(pem.stdout)
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+}
+
+#[test]
+fn import_openssl_keys_plain_and_encrypted() {
+    let store = Store::new();
+    let (plain, encrypted) = (store.arg("ec.pem"), store.arg("ec-enc.pem"));
+    let out = openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        &plain,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-in",
+        &plain,
+        "-out",
+        &encrypted,
+        "-v2",
+        "aes-256-cbc",
+        "-passout",
+        "pass:import secret",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = openssl(&["pkey", "-in", &plain, "-pubout"]).stdout;
+
+    store.ok(&["key", "import", "plain", "--in", &plain]);
+    let exported = store.ok(&["key", "export-public", "plain"]).stdout;
+    assert_eq!(exported, expected);
+
+    let out = store
+        .cmd(&[
+            "key",
+            "import",
+            "enc",
+            "--in",
+            &encrypted,
+            "--password-env",
+            "IMPORT_PW",
+        ])
+        .env("IMPORT_PW", "import secret")
+        .output()
+        .unwrap();
+    ok(out, &["key", "import", "enc"]);
+    assert_eq!(store.ok(&["key", "export-public", "enc"]).stdout, expected);
+
+    let out = store
+        .cmd(&[
+            "key",
+            "import",
+            "enc2",
+            "--in",
+            &encrypted,
+            "--password-env",
+            "IMPORT_PW",
+        ])
+        .env("IMPORT_PW", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), UNAUTHENTICATED, "{}", stderr(&out));
+
+    let jwk = json(&store.ok(&["key", "export-public", "plain", "--format", "jwk"]));
+    assert_eq!(jwk["crv"], "P-256");
+}
+
+#[test]
+fn delete_needs_confirmation_without_a_terminal() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "gone", "--algorithm", "ec-p256"]);
+    let out = store.run(&["key", "delete", "gone"]);
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+    store.ok(&["key", "delete", "gone", "--yes"]);
+    assert_eq!(code(&store.run(&["key", "show", "gone"])), NOT_FOUND);
+    assert_eq!(
+        code(&store.run(&["key", "delete", "gone", "--yes"])),
+        NOT_FOUND
+    );
+}
+
+#[test]
+fn backends_and_doctor() {
+    let store = Store::new();
+    let doc = json(&store.ok(&["--output", "json", "backends"]));
+    let local = &doc["backends"][0];
+    assert_eq!(local["name"], "local");
+    assert_eq!(local["type"], "pkcs8");
+    assert_eq!(local["default"], true);
+    assert!(
+        local["operations"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("aead"))
+    );
+    let doc = json(&store.ok(&["--output", "json", "doctor"]));
+    assert_eq!(doc["healthy"], true);
+    assert_eq!(doc["backends"][0]["status"], "ok");
+
+    // A key directory that cannot exist (under a regular file): unreachable, non-zero exit.
+    let broken = store.path("broken.toml");
+    write(store.path("a-file").as_path(), b"");
+    write(
+        &broken,
+        format!(
+            "[backends.local]\ntype = \"pkcs8\"\ndir = \"{}\"\npassword = {{ env = \"KEYCHAIN_PASSWORD\" }}\n",
+            store.path("a-file").join("keys").display()
+        )
+        .as_bytes(),
+    );
+    let out = store.cmd_with(&broken).arg("doctor").output().unwrap();
+    assert_eq!(code(&out), UNAVAILABLE, "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("unreachable"), "{text}");
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let out = ok(
+        Command::new(BIN).arg("--help").output().unwrap(),
+        &["--help"],
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Exit codes:"), "{text}");
+    assert!(text.contains("  6  invalid signature"), "{text}");
+}

@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+
+mod backends;
+mod config;
+mod registry;
+mod router;
+mod signer;
+
+pub use crate::config::{BackendConfig, Config};
+pub use crate::registry::{BackendFactory, Entry, Openers, Registry};
+pub use crate::router::{Keychain, Resolved};
+pub use crate::signer::{
+    BlockingKeySigner, KeySigner, SignatureType, signature_algorithm_identifier,
+};
+
+/// The contract every backend implements (re-exported from `keychain-core`).
+pub use keychain_core::*;
+/// Layers that wrap any backend (re-exported `keychain-layers`).
+pub use keychain_layers as layers;
+/// The software backend (re-exported `keychain-pkcs8`).
+#[cfg(feature = "pkcs8")]
+pub use keychain_pkcs8 as pkcs8;
