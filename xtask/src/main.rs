@@ -1,7 +1,8 @@
 //! `cargo xtask`: project automation for the keychain workspace.
 //!
 //! - `setup`: installs what the tests need (Debian packages, cargo-deny, the offline advisory DB).
-//! - `services start|stop`: runs the emulators the test cells talk to (none defined yet).
+//! - `services start|stop`: runs the emulators the test cells talk to (SoftHSM2 so far) and
+//!   writes their settings to `target/keychain-services/env`.
 //! - `test`: setup + services + the whole workspace test run + a summary table per cell.
 //! - `ci`: fmt, clippy, cargo-deny, dependency invariants, then `test`.
 //! - `bench`: the backend benchmarks.
@@ -31,7 +32,7 @@ type Result<T = ()> = std::result::Result<T, String>;
 
 /// A test cell: one backend/emulator combination whose tests run when its settings are present
 /// (DESIGN.md §5). Service cells (SoftHSM, swtpm, moto, OpenBao) add themselves to `CELLS`;
-/// their `services start` hook will write `env` to the env file under `target/`.
+/// their `services start` hook writes `env` to the env file under `target/`.
 #[derive(Debug)]
 pub(crate) struct Cell {
     pub(crate) name: &'static str,
@@ -51,22 +52,46 @@ pub(crate) struct Need {
     pub(crate) package: &'static str,
 }
 
-const CELLS: &[Cell] = &[Cell {
-    // Not a service: every test that needs nothing installed beyond these tools.
-    name: "unit",
-    env: &[],
-    needs: &[
-        Need {
-            command: "openssl",
-            package: "openssl",
-        },
-        Need {
-            command: "pkg-config",
-            package: "pkg-config",
-        },
-    ],
-    targets: &[],
-}];
+const CELLS: &[Cell] = &[
+    Cell {
+        // Not a service: every test that needs nothing installed beyond these tools.
+        name: "unit",
+        env: &[],
+        needs: &[
+            Need {
+                command: "openssl",
+                package: "openssl",
+            },
+            Need {
+                command: "pkg-config",
+                package: "pkg-config",
+            },
+        ],
+        targets: &[],
+    },
+    Cell {
+        // keychain-pkcs11 on a SoftHSM2 token made by `services start`; pkcs11-tool and
+        // openssl cross-check what the backend did.
+        name: "pkcs11",
+        env: &[
+            "KEYCHAIN_TEST_PKCS11_MODULE",
+            "KEYCHAIN_TEST_PKCS11_TOKEN",
+            "KEYCHAIN_TEST_PKCS11_PIN",
+            "KEYCHAIN_TEST_PKCS11_SO_PIN",
+        ],
+        needs: &[
+            Need {
+                command: "softhsm2-util",
+                package: "softhsm2",
+            },
+            Need {
+                command: "pkcs11-tool",
+                package: "opensc",
+            },
+        ],
+        targets: &["tests/pkcs11_", "Doc-tests keychain_pkcs11"],
+    },
+];
 
 const CARGO_DENY_VERSION: &str = "0.20.2";
 /// The directory name cargo-deny derives from the default advisory-db URL (DESIGN.md §6).
@@ -88,9 +113,12 @@ fn main() -> ExitCode {
         ["setup"] => setup(),
         ["services", "start"] => services_start(),
         ["services", "stop"] => services_stop(),
-        ["test"] => setup()
-            .and_then(|()| services_start())
-            .and_then(|()| test()),
+        ["test"] => setup().and_then(|()| services_start()).and_then(|()| {
+            let result = test();
+            // Stop even when the tests failed; the tests' result is the one to report.
+            let stopped = services_stop();
+            result.and(stopped)
+        }),
         ["ci"] => ci(),
         ["bench"] => bench(),
         [] | ["help" | "-h" | "--help"] => {
@@ -361,18 +389,171 @@ fn copy_tree(from: &Path, to: &Path) -> Result {
 // ---------------------------------------------------------------------------------------------
 // services
 
+/// Where the services keep their state and the env file, under `target/`.
+fn services_dir() -> PathBuf {
+    workspace_root().join("target").join("keychain-services")
+}
+
+/// The env file the cells' settings go to (`KEY=value` lines, shell-sourceable:
+/// `set -a; . target/keychain-services/env; set +a`).
+fn env_file() -> PathBuf {
+    services_dir().join("env")
+}
+
+/// Starts every service cell and writes their settings to the env file. Idempotent: a second
+/// start replaces the first one's state.
 fn services_start() -> Result {
-    println!("services: no services are defined yet");
+    let dir = services_dir();
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut vars = Vec::new();
+    vars.extend(start_softhsm(&dir.join("softhsm"))?);
+    let path = env_file();
+    fs::write(&path, render_env(&vars)).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    println!("services: settings written to {}", path.display());
     Ok(())
 }
 
 fn services_stop() -> Result {
-    println!("services: no services are defined yet");
+    let softhsm = services_dir().join("softhsm");
+    if softhsm.exists() {
+        fs::remove_dir_all(&softhsm).map_err(|e| format!("removing {}: {e}", softhsm.display()))?;
+        println!("services: softhsm token removed");
+    }
+    let env = env_file();
+    if env.exists() {
+        fs::remove_file(&env).map_err(|e| format!("removing {}: {e}", env.display()))?;
+    }
     Ok(())
 }
 
+/// Where Debian and others install SoftHSM2's module.
+const SOFTHSM_MODULES: &[&str] = &[
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+    "/usr/lib64/pkcs11/libsofthsm2.so",
+];
+
+/// The label of the token the pkcs11 cell runs on.
+const SOFTHSM_TOKEN: &str = "keychain-test";
+
+/// A fresh SoftHSM2 token in `dir`: its own config file (tokens under `dir/tokens`), a token
+/// initialized with generated SO and user PINs. Returns the cell's settings.
+fn start_softhsm(dir: &Path) -> Result<Vec<(String, String)>> {
+    let Some(module) = SOFTHSM_MODULES.iter().map(Path::new).find(|p| p.is_file()) else {
+        return Err(format!(
+            "no SoftHSM2 module found (looked at {}); run `cargo xtask setup`",
+            SOFTHSM_MODULES.join(", ")
+        ));
+    };
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+    }
+    let tokens = dir.join("tokens");
+    fs::create_dir_all(&tokens).map_err(|e| format!("creating {}: {e}", tokens.display()))?;
+    let conf = dir.join("softhsm2.conf");
+    fs::write(&conf, softhsm_conf(&tokens))
+        .map_err(|e| format!("writing {}: {e}", conf.display()))?;
+    let so_pin = random_pin(16)?;
+    let pin = random_pin(12)?;
+    run_quiet(
+        Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", SOFTHSM_TOKEN])
+            .args(["--so-pin", &so_pin, "--pin", &pin])
+            .env("SOFTHSM2_CONF", &conf)
+            .stdout(Stdio::null()),
+    )
+    .map_err(|e| e.replace(&so_pin, "[so-pin]").replace(&pin, "[pin]"))?;
+    println!(
+        "services: softhsm token {SOFTHSM_TOKEN:?} in {} (module {})",
+        tokens.display(),
+        module.display()
+    );
+    Ok(vec![
+        ("SOFTHSM2_CONF".into(), conf.display().to_string()),
+        (
+            "KEYCHAIN_TEST_PKCS11_MODULE".into(),
+            module.display().to_string(),
+        ),
+        ("KEYCHAIN_TEST_PKCS11_TOKEN".into(), SOFTHSM_TOKEN.into()),
+        ("KEYCHAIN_TEST_PKCS11_PIN".into(), pin),
+        ("KEYCHAIN_TEST_PKCS11_SO_PIN".into(), so_pin),
+    ])
+}
+
+fn softhsm_conf(tokens: &Path) -> String {
+    format!(
+        "# written by cargo xtask services start\n\
+         directories.tokendir = {}\n\
+         objectstore.backend = file\n\
+         log.level = ERROR\n\
+         slots.removable = false\n",
+        tokens.display()
+    )
+}
+
+/// `len` random decimal digits from the OS: test PINs, fresh per `services start`.
+fn random_pin(len: usize) -> Result<String> {
+    use std::io::Read as _;
+    let mut bytes = vec![0u8; len];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("reading /dev/urandom: {e}"))?;
+    Ok(bytes.iter().map(|b| char::from(b'0' + b % 10)).collect())
+}
+
+/// `KEY=value` lines; values with characters a shell would interpret are single-quoted.
+fn render_env(vars: &[(String, String)]) -> String {
+    let mut out = String::from("# written by cargo xtask services start; test values only\n");
+    for (k, v) in vars {
+        let plain = v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:+,=@".contains(&b));
+        if plain {
+            out.push_str(&format!("{k}={v}\n"));
+        } else {
+            out.push_str(&format!("{k}='{}'\n", v.replace('\'', "'\\''")));
+        }
+    }
+    out
+}
+
+/// Reads what `render_env` wrote (comments and blank lines skipped, one level of quotes removed).
+fn parse_env(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            let v = match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+                Some(quoted) => quoted.replace("'\\''", "'"),
+                None => v.to_string(),
+            };
+            (k.trim().to_string(), v)
+        })
+        .collect()
+}
+
+/// The env file's settings, empty when services were not started.
+fn load_env_file() -> Vec<(String, String)> {
+    fs::read_to_string(env_file())
+        .map(|t| parse_env(&t))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
 fn cell_configured(cell: &Cell) -> bool {
-    cell.env.iter().all(|var| env::var_os(var).is_some())
+    cell_configured_with(cell, &[])
+}
+
+/// Whether every setting of `cell` is in this process's environment or in `vars`.
+fn cell_configured_with(cell: &Cell, vars: &[(String, String)]) -> bool {
+    cell.env
+        .iter()
+        .all(|var| env::var_os(var).is_some() || vars.iter().any(|(k, _)| k == var))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -385,11 +566,12 @@ fn test() -> Result {
     let mut all_ok = true;
     // One feature set for every run, so dependencies build once: the workspace plus the
     // feature-gated code the defaults leave out (the pure-Rust provider under the software
-    // backend's conformance suite). The RSA opt-in of that provider changes only keychain-crypto
-    // and its dependents, so its unit tests run last, filtered.
-    const FEATURES: &str = "keychain-pkcs8/rustcrypto";
+    // backend's conformance suite, the umbrella's optional backends). The RSA opt-in of that
+    // provider changes only keychain-crypto and its dependents, so its unit tests run last,
+    // filtered.
+    const FEATURES: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11";
     const WITH_RSA_OPT_IN: &str =
-        "keychain-pkcs8/rustcrypto,keychain-crypto/rustcrypto-rsa-insecure";
+        "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain-crypto/rustcrypto-rsa-insecure";
     let runs: [&[&str]; 3] = [
         &[
             "test",
@@ -408,13 +590,18 @@ fn test() -> Result {
             "rust_crypto::",
         ],
     ];
+    // The services' settings reach the test processes through their environment.
+    let vars = load_env_file();
     for args in runs {
-        let (ok, text) = run_captured(cargo(args))?;
+        let mut cmd = cargo(args);
+        cmd.envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let (ok, text) = run_captured(cmd)?;
         all_ok &= ok;
         output.push_str(&text);
     }
     let parsed = report::parse_test_output(&output);
-    let summary = report::summarize(&parsed, CELLS, &cell_configured, all_ok);
+    let configured = |cell: &Cell| cell_configured_with(cell, &vars);
+    let summary = report::summarize(&parsed, CELLS, &configured, all_ok);
     println!("\n{}", report::render_table(&summary.rows));
     let mut skipped = parsed.skipped.clone();
     skipped.sort();
@@ -455,7 +642,11 @@ fn ci() -> Result {
         ("setup", setup),
         ("deny", deny),
         ("dependency invariants", check_deps),
-        ("test", || services_start().and_then(|()| test())),
+        ("test", || {
+            services_start()?;
+            let result = test();
+            result.and(services_stop())
+        }),
     ];
     let total = Instant::now();
     for (name, step) in steps {
@@ -479,6 +670,9 @@ fn deny() -> Result {
             db.display()
         ));
     }
+    // cargo-deny reads `cargo metadata` for every platform, offline: fetch the crates of
+    // other platforms (Windows, wasm) first, or a fresh machine fails on a missing download.
+    run(&mut cargo(&["fetch"]))?;
     // `--offline` before `check`: otherwise cargo-deny fetches and resets the database.
     run(&mut cargo(&["deny", "--offline", "check"]))
 }
@@ -658,6 +852,36 @@ mod tests {
                 assert!(var.starts_with("KEYCHAIN_TEST_"), "{var}");
             }
         }
+    }
+
+    #[test]
+    fn env_file_round_trips() {
+        let vars = vec![
+            ("A".to_string(), "/plain/path.so".to_string()),
+            ("B".to_string(), "with space and 'quote'".to_string()),
+            ("C".to_string(), String::new()),
+        ];
+        let text = render_env(&vars);
+        assert!(text.contains("A=/plain/path.so\n"), "{text}");
+        assert_eq!(parse_env(&text), vars);
+    }
+
+    #[test]
+    fn pkcs11_cell_owns_its_targets_and_reads_the_env_file() {
+        let pkcs11 = CELLS.iter().find(|c| c.name == "pkcs11");
+        assert!(pkcs11.is_some_and(|c| c.targets.contains(&"tests/pkcs11_")));
+        let Some(cell) = pkcs11 else { return };
+        let vars: Vec<(String, String)> = cell
+            .env
+            .iter()
+            .map(|v| ((*v).to_string(), "x".to_string()))
+            .collect();
+        assert!(cell_configured_with(cell, &vars));
+        assert!(
+            softhsm_conf(Path::new("/t/tokens")).contains("directories.tokendir = /t/tokens\n")
+        );
+        let pin = random_pin(12);
+        assert!(pin.is_ok_and(|p| p.len() == 12 && p.bytes().all(|b| b.is_ascii_digit())));
     }
 
     #[test]

@@ -2,6 +2,17 @@
 
 #[cfg(feature = "pkcs8")]
 pub(crate) use pkcs8::Pkcs8Factory;
+#[cfg(feature = "pkcs11")]
+pub(crate) use pkcs11::Pkcs11Factory;
+
+/// Turns a backend's settings table into its typed configuration.
+#[cfg(any(feature = "pkcs8", feature = "pkcs11"))]
+fn settings<T: serde::de::DeserializeOwned>(table: &toml::Table) -> keychain_core::Result<T> {
+    table
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| keychain_core::Error::invalid_input(e.message().to_owned()))
+}
 
 #[cfg(feature = "pkcs8")]
 mod pkcs8 {
@@ -9,7 +20,7 @@ mod pkcs8 {
     use std::sync::Arc;
 
     use async_trait::async_trait;
-    use keychain_core::{Backend, Error, KeyUri, Result};
+    use keychain_core::{Backend, KeyUri, Result};
 
     use crate::registry::BackendFactory;
 
@@ -27,10 +38,7 @@ mod pkcs8 {
         }
 
         async fn open(&self, _name: &str, settings: &toml::Table) -> Result<Arc<dyn Backend>> {
-            let config: keychain_pkcs8::Config = settings
-                .clone()
-                .try_into()
-                .map_err(|e: toml::de::Error| Error::invalid_input(e.message().to_owned()))?;
+            let config: keychain_pkcs8::Config = super::settings(settings)?;
             Ok(Arc::new(keychain_pkcs8::Pkcs8Backend::open(config).await?))
         }
 
@@ -51,6 +59,49 @@ mod pkcs8 {
         match (a.canonicalize(), b.canonicalize()) {
             (Ok(a), Ok(b)) => a == b,
             _ => a == b,
+        }
+    }
+}
+
+#[cfg(feature = "pkcs11")]
+mod pkcs11 {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use keychain_core::{Backend, KeyUri, Result};
+
+    use crate::registry::BackendFactory;
+
+    /// `type = "pkcs11"`: [`keychain_pkcs11::Pkcs11Backend`] from a [`keychain_pkcs11::Config`].
+    pub(crate) struct Pkcs11Factory;
+
+    #[async_trait]
+    impl BackendFactory for Pkcs11Factory {
+        fn backend_type(&self) -> &str {
+            "pkcs11"
+        }
+
+        fn uri_scheme(&self) -> &str {
+            "pkcs11"
+        }
+
+        async fn open(&self, _name: &str, settings: &toml::Table) -> Result<Arc<dyn Backend>> {
+            let config: keychain_pkcs11::Config = super::settings(settings)?;
+            Ok(Arc::new(
+                keychain_pkcs11::Pkcs11Backend::open(config).await?,
+            ))
+        }
+
+        /// A `pkcs11:` URI matches the backend on the token it names (`token=` label or
+        /// `slot-id=`); a URI naming neither matches every PKCS#11 backend.
+        fn matches(&self, settings: &toml::Table, uri: &KeyUri) -> bool {
+            let same = |attr: &str, key: &str| match (uri.path_attr(attr), settings.get(key)) {
+                (None, _) => true,
+                (Some(want), Some(toml::Value::String(have))) => want == have,
+                (Some(want), Some(toml::Value::Integer(have))) => want == have.to_string(),
+                (Some(_), _) => false,
+            };
+            same("token", "token") && same("slot-id", "slot-id")
         }
     }
 }

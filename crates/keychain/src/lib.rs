@@ -20,3 +20,6 @@ pub use keychain_layers as layers;
 /// The software backend (re-exported `keychain-pkcs8`).
 #[cfg(feature = "pkcs8")]
 pub use keychain_pkcs8 as pkcs8;
+/// The PKCS#11 backend (re-exported `keychain-pkcs11`).
+#[cfg(feature = "pkcs11")]
+pub use keychain_pkcs11 as pkcs11;

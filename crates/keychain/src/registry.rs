@@ -74,6 +74,8 @@ impl Openers {
         let mut openers = Self::new();
         #[cfg(feature = "pkcs8")]
         openers.register(Arc::new(crate::backends::Pkcs8Factory));
+        #[cfg(feature = "pkcs11")]
+        openers.register(Arc::new(crate::backends::Pkcs11Factory));
         openers
     }
 
@@ -95,8 +97,9 @@ impl Openers {
         }
         if let Some((_, feature)) = KNOWN_TYPES.iter().find(|(t, _)| *t == backend_type) {
             return Err(Error::unsupported(format!(
-                "backend type `{backend_type}` is not compiled into this build; enable the \
-                 `keychain` crate feature `{feature}` (cargo add keychain --features {feature})"
+                "backend type `{backend_type}` is not compiled into this build; rebuild with the \
+                 cargo feature `{feature}` (of the `keychain` crate, or of `keychain-cli` for the \
+                 command line)"
             )));
         }
         let known: Vec<&str> = self.factories.keys().map(String::as_str).collect();

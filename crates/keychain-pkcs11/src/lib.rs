@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod config;
+mod error;
+mod module;
+mod objects;
+mod pool;
+
+pub use crate::backend::{MAX_RANDOM, Pkcs11Backend};
+pub use crate::config::{Config, DEFAULT_MAX_SESSIONS};
+pub use crate::module::shared_leases;

@@ -1,0 +1,73 @@
+//! What the PKCS#11 cell's tests share: the settings `cargo xtask services start` writes, and
+//! the skip note when they are absent.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code,
+    unreachable_pub,
+    reason = "test helpers: failing loudly is the point, and not every test file uses all of them"
+)]
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use keychain_core::SecretSource;
+use keychain_pkcs11::{Config, Pkcs11Backend};
+
+/// The SoftHSM token the cell runs on.
+pub struct Env {
+    pub module: PathBuf,
+    pub token: String,
+    pub pin: String,
+    pub so_pin: String,
+}
+
+/// The cell's settings, or `None` after writing `skipped: pkcs11 not configured` to stderr
+/// (straight to the stream: libtest captures `eprintln!`, and `cargo xtask test` counts the note).
+pub fn env() -> Option<Env> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (
+        var("KEYCHAIN_TEST_PKCS11_MODULE"),
+        var("KEYCHAIN_TEST_PKCS11_TOKEN"),
+        var("KEYCHAIN_TEST_PKCS11_PIN"),
+        var("KEYCHAIN_TEST_PKCS11_SO_PIN"),
+    ) {
+        (Some(module), Some(token), Some(pin), Some(so_pin)) => Some(Env {
+            module: module.into(),
+            token,
+            pin,
+            so_pin,
+        }),
+        _ => {
+            let _ = writeln!(std::io::stderr(), "skipped: pkcs11 not configured");
+            None
+        }
+    }
+}
+
+impl Env {
+    /// The configuration for the cell's token with the right PIN.
+    pub fn config(&self) -> Config {
+        Config::new(
+            &self.module,
+            &self.token,
+            SecretSource::value(self.pin.clone()),
+        )
+    }
+
+    /// A backend on the cell's token.
+    pub async fn open(&self) -> Pkcs11Backend {
+        Pkcs11Backend::open(self.config())
+            .await
+            .expect("open the PKCS#11 backend on the test token")
+    }
+
+    /// A unique key name for one test.
+    pub fn name(&self, what: &str) -> keychain_core::KeyName {
+        let mut r = [0u8; 4];
+        getrandom::fill(&mut r).expect("random");
+        let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        keychain_core::KeyName::new(format!("t-{what}-{hex}")).expect("key name")
+    }
+}

@@ -1,0 +1,335 @@
+//! The backend against a real SoftHSM token, cross-checked with `pkcs11-tool` and `openssl`,
+//! and the bad-input cases of the `pkcs11` cell.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::process::Command;
+
+use keychain_core::{
+    Backend, BackendExt as _, ErrorKind, HashAlg, HealthStatus, KeyAlgorithm, KeyRef, KeySpec,
+    KeyUri, ProviderCode, SecretSource, SignInput, SignatureScheme,
+};
+use keychain_pkcs11::{Config, MAX_RANDOM, Pkcs11Backend};
+
+/// `pkcs11-tool --list-objects` output split into one text per object (each starts unindented).
+fn objects(listing: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in listing.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            out.push(String::new());
+        }
+        if let Some(last) = out.last_mut() {
+            last.push_str(line);
+            last.push('\n');
+        }
+    }
+    out
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed: {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_key_is_listed_by_pkcs11_tool_with_its_label() {
+    let Some(env) = common::env() else { return };
+    let backend = env.open().await;
+    let name = env.name("listed");
+    let info = backend
+        .generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    assert_eq!(info.version, 1);
+    let listing = run(Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(&env.module)
+        .args(["--token-label", &env.token, "--login", "--pin", &env.pin])
+        .arg("--list-objects"));
+    // One private and one public key object carry the name as their label, linked by one ID
+    // whose first four bytes are the version.
+    let blocks: Vec<String> = objects(&listing)
+        .into_iter()
+        .filter(|b| b.contains(&format!("label:      {name}\n")))
+        .collect();
+    assert_eq!(blocks.len(), 2, "{listing}");
+    assert!(
+        blocks.iter().any(|b| b.contains("Private Key Object; EC")),
+        "{listing}"
+    );
+    assert!(
+        blocks.iter().any(|b| b.contains("Public Key Object; EC")),
+        "{listing}"
+    );
+    let ids: Vec<&str> = blocks
+        .iter()
+        .filter_map(|b| b.lines().find_map(|l| l.trim().strip_prefix("ID:")))
+        .map(str::trim)
+        .collect();
+    assert_eq!(ids.len(), 2, "{listing}");
+    assert_eq!(ids[0], ids[1], "{listing}");
+    assert!(
+        ids[0].starts_with("00000001") && ids[0].len() == 32,
+        "{listing}"
+    );
+    // Sensitive and never extractable: the private key cannot leave the token.
+    let private = blocks
+        .iter()
+        .find(|b| b.contains("Private Key Object"))
+        .unwrap();
+    assert!(private.contains("sensitive"), "{private}");
+    assert!(private.contains("never extractable"), "{private}");
+    assert!(
+        private.contains("Usage:      sign\n"),
+        "only the sign usage: {private}"
+    );
+    backend.delete_key(&name).await.unwrap();
+    let listing = run(Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(&env.module)
+        .args(["--token-label", &env.token, "--login", "--pin", &env.pin])
+        .arg("--list-objects"));
+    assert!(
+        !listing.contains(&format!("label:      {name}\n")),
+        "{listing}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_verify_with_openssl() {
+    let Some(env) = common::env() else { return };
+    let backend = env.open().await;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, b"signed by a SoftHSM key through keychain").unwrap();
+    let message = std::fs::read(&data).unwrap();
+    for (alg, scheme) in [
+        (
+            KeyAlgorithm::EcP256,
+            SignatureScheme::Ecdsa(HashAlg::Sha256),
+        ),
+        (
+            KeyAlgorithm::EcP384,
+            SignatureScheme::Ecdsa(HashAlg::Sha384),
+        ),
+        (
+            KeyAlgorithm::Rsa2048,
+            SignatureScheme::RsaPkcs1v15(HashAlg::Sha256),
+        ),
+    ] {
+        let name = env.name(alg.as_str());
+        let info = backend
+            .generate_key(&name, &KeySpec::new(alg))
+            .await
+            .unwrap();
+        let pem = dir.path().join(format!("{alg}.pem"));
+        std::fs::write(&pem, info.public_key().unwrap().to_pem()).unwrap();
+        let hash = scheme.hash().unwrap();
+        let digest = hash.digest(&message);
+        let sig = backend
+            .sign(
+                &KeyRef::from(&name),
+                SignInput::digest(hash, &digest),
+                scheme,
+            )
+            .await
+            .unwrap();
+        let sig_path = dir.path().join(format!("{alg}.sig"));
+        std::fs::write(&sig_path, sig.as_bytes()).unwrap();
+        let out = run(Command::new("openssl")
+            .args(["dgst", &format!("-{hash}"), "-verify"])
+            .arg(&pem)
+            .arg("-signature")
+            .arg(&sig_path)
+            .arg(&data));
+        assert!(out.contains("Verified OK"), "{alg}: {out}");
+        backend.delete_key(&name).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_from_a_pkcs11_uri() {
+    let Some(env) = common::env() else { return };
+    let uri = KeyUri::new("pkcs11")
+        .unwrap()
+        .with_path_attr("token", &env.token)
+        .unwrap()
+        .with_query_attr("module-path", env.module.to_str().unwrap())
+        .unwrap()
+        .with_query_attr("pin-source", "env:KEYCHAIN_TEST_PKCS11_PIN")
+        .unwrap()
+        .with_query_attr("max-sessions", "2")
+        .unwrap();
+    let backend = Pkcs11Backend::open(Config::from_uri(&uri).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(backend.token_label(), env.token);
+    let name = env.name("uri");
+    backend
+        .generate_key(&name, &KeySpec::new(KeyAlgorithm::Ed25519))
+        .await
+        .unwrap();
+    let sig = backend
+        .sign_message(&KeyRef::from(&name), b"via a URI")
+        .await
+        .unwrap();
+    backend
+        .verify(&name, SignInput::message(b"via a URI"), &sig)
+        .await
+        .unwrap();
+    // The same token, by slot id.
+    let by_slot = Pkcs11Backend::open(Config::with_slot(
+        &env.module,
+        backend.slot_id(),
+        SecretSource::value(env.pin.clone()),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(by_slot.token_label(), env.token);
+    assert!(by_slot.key_info(&KeyRef::from(&name)).await.is_ok());
+    backend.delete_key(&name).await.unwrap();
+    let health = backend.health().await.unwrap();
+    assert_eq!(health.status, HealthStatus::Ok, "{health:?}");
+    assert!(
+        health
+            .details
+            .iter()
+            .any(|(k, v)| k == "token" && *v == env.token)
+    );
+    backend.close().await.unwrap();
+    backend.close().await.unwrap();
+    let e = backend.random(8).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(
+        by_slot.random(8).await.is_ok(),
+        "the other backend still works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_module_and_unknown_token_are_clear() {
+    let Some(env) = common::env() else { return };
+    let pin = || SecretSource::value(env.pin.clone());
+
+    let mut no_module = env.config();
+    no_module.module_path = None;
+    let e = Pkcs11Backend::open(no_module).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("module-path is required"), "{e}");
+
+    let e = Pkcs11Backend::open(Config::new("/nonexistent/libpkcs11.so", &env.token, pin()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("/nonexistent/libpkcs11.so"), "{e}");
+
+    let not_a_module = std::env::current_exe().unwrap();
+    let e = Pkcs11Backend::open(Config::new(&not_a_module, &env.token, pin()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+
+    let e = Pkcs11Backend::open(Config::new(&env.module, "no-such-token", pin()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("no-such-token"), "{e}");
+    assert!(
+        e.to_string().contains(&env.token),
+        "names the tokens present: {e}"
+    );
+
+    let e = Pkcs11Backend::open(Config::with_slot(&env.module, 0xdead_beef, pin()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+
+    let e = Pkcs11Backend::open(Config::new(
+        &env.module,
+        &env.token,
+        SecretSource::env("KEYCHAIN_TEST_SURELY_UNSET_PIN"),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_name_is_already_exists_and_left_untouched() {
+    let Some(env) = common::env() else { return };
+    let backend = env.open().await;
+    let name = env.name("taken");
+    let first = backend
+        .generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    for alg in [KeyAlgorithm::EcP256, KeyAlgorithm::Aes256Gcm] {
+        let e = backend
+            .generate_key(&name, &KeySpec::new(alg))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(e.key(), Some(&name));
+    }
+    let after = backend.key_info(&KeyRef::from(&name)).await.unwrap();
+    assert_eq!(after, first);
+    // Another backend on the same token sees the same key, and the same refusal.
+    let other = env.open().await;
+    assert_eq!(other.key_info(&KeyRef::from(&name)).await.unwrap(), first);
+    let e = other
+        .generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    backend.delete_key(&name).await.unwrap();
+    // The other backend's cached handles are stale now: signing says NotFound, not a PKCS#11
+    // error.
+    let e = other
+        .sign(
+            &KeyRef::from(&name),
+            SignInput::digest(HashAlg::Sha256, &[0; 32]),
+            SignatureScheme::Ecdsa(HashAlg::Sha256),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let e = other.key_info(&KeyRef::from(&name)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_the_pkcs11_code_and_limits_hold() {
+    let Some(env) = common::env() else { return };
+    let backend = env.open().await;
+    let e = backend.random(MAX_RANDOM + 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert_eq!(backend.random(MAX_RANDOM).await.unwrap().len(), MAX_RANDOM);
+    // A wrong AAD: the token's refusal becomes Integrity, still naming the call and the code.
+    let name = env.name("code");
+    backend
+        .generate_key(&name, &KeySpec::new(KeyAlgorithm::Aes128Gcm))
+        .await
+        .unwrap();
+    let ct = backend
+        .encrypt(&KeyRef::from(&name), b"x", b"")
+        .await
+        .unwrap();
+    let e = backend.decrypt_aead(&name, &ct, b"y").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(
+        matches!(e.provider_code(), Some(ProviderCode::Pkcs11(_))),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("C_Decrypt"), "{e}");
+    backend.delete_key(&name).await.unwrap();
+    let caps = backend.capabilities();
+    assert!(!caps.export_wrapped && !caps.import_wrapped);
+}
