@@ -1,7 +1,8 @@
 //! `cargo xtask`: project automation for the keychain workspace.
 //!
-//! - `setup`: installs what the tests need (Debian packages, cargo-deny, the offline advisory DB).
-//! - `services start|stop`: runs the emulators the test cells talk to (SoftHSM2 so far) and
+//! - `setup`: installs what the tests need (Debian packages, cargo-deny, the offline advisory DB,
+//!   a Python venv with moto under `target/keychain-services/venv`).
+//! - `services start|stop`: runs the emulators the test cells talk to (SoftHSM2, moto) and
 //!   writes their settings to `target/keychain-services/env`.
 //! - `test`: setup + services + the whole workspace test run + a summary table per cell.
 //! - `ci`: fmt, clippy, cargo-deny, dependency invariants, then `test`.
@@ -91,7 +92,26 @@ const CELLS: &[Cell] = &[
         ],
         targets: &["tests/pkcs11_", "Doc-tests keychain_pkcs11"],
     },
+    Cell {
+        // keychain-aws on moto's KMS server, started through xtask/moto_launcher.py (which
+        // corrects moto where it differs from AWS) from the venv `setup` makes; or on a
+        // LocalStack/KMS endpoint given in KEYCHAIN_TEST_AWS_EXTERNAL_ENDPOINT when services
+        // start.
+        name: "aws",
+        env: &["KEYCHAIN_TEST_AWS_ENDPOINT", "KEYCHAIN_TEST_AWS_REGION"],
+        needs: &[Need {
+            command: "python3",
+            package: "python3-venv",
+        }],
+        targets: &["tests/aws_", "Doc-tests keychain_aws"],
+    },
 ];
+
+/// The moto release the aws cell runs (DESIGN.md §6: 5.x; its KMS quirks are corrected by
+/// xtask/moto_launcher.py).
+const MOTO_VERSION: &str = "5.2.5";
+/// The region the aws cell's keys live in (moto accepts any).
+const AWS_TEST_REGION: &str = "us-east-1";
 
 const CARGO_DENY_VERSION: &str = "0.20.2";
 /// The directory name cargo-deny derives from the default advisory-db URL (DESIGN.md §6).
@@ -142,7 +162,63 @@ fn main() -> ExitCode {
 fn setup() -> Result {
     system_packages()?;
     cargo_deny()?;
-    advisory_db()
+    advisory_db()?;
+    moto_venv()
+}
+
+/// The Python venv the aws cell runs moto from: `target/keychain-services/venv`.
+fn venv_dir() -> PathBuf {
+    services_dir().join("venv")
+}
+
+fn venv_python() -> PathBuf {
+    venv_dir().join("bin").join("python")
+}
+
+/// Whether the venv has moto `MOTO_VERSION` with its server's dependencies.
+fn moto_installed() -> bool {
+    let check =
+        format!("import moto, flask, flask_cors; assert moto.__version__ == '{MOTO_VERSION}'");
+    Command::new(venv_python())
+        .args(["-c", &check])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Creates the venv and installs `moto[server]` from PyPI; nothing to do when it is there.
+fn moto_venv() -> Result {
+    if moto_installed() {
+        println!(
+            "setup: moto {MOTO_VERSION} present in {}",
+            venv_dir().display()
+        );
+        return Ok(());
+    }
+    let venv = venv_dir();
+    if !venv_python().exists() {
+        if venv.exists() {
+            fs::remove_dir_all(&venv).map_err(|e| format!("removing {}: {e}", venv.display()))?;
+        }
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(venv_python()).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("moto[server]=={MOTO_VERSION}"),
+    ]))?;
+    if moto_installed() {
+        Ok(())
+    } else {
+        Err(format!(
+            "moto {MOTO_VERSION} still missing from {}",
+            venv.display()
+        ))
+    }
 }
 
 fn system_packages() -> Result {
@@ -407,6 +483,7 @@ fn services_start() -> Result {
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let mut vars = Vec::new();
     vars.extend(start_softhsm(&dir.join("softhsm"))?);
+    vars.extend(start_moto(&dir.join("moto"))?);
     let path = env_file();
     fs::write(&path, render_env(&vars)).map_err(|e| format!("writing {}: {e}", path.display()))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
@@ -416,6 +493,7 @@ fn services_start() -> Result {
 }
 
 fn services_stop() -> Result {
+    stop_moto(&services_dir().join("moto"))?;
     let softhsm = services_dir().join("softhsm");
     if softhsm.exists() {
         fs::remove_dir_all(&softhsm).map_err(|e| format!("removing {}: {e}", softhsm.display()))?;
@@ -424,6 +502,134 @@ fn services_stop() -> Result {
     let env = env_file();
     if env.exists() {
         fs::remove_file(&env).map_err(|e| format!("removing {}: {e}", env.display()))?;
+    }
+    Ok(())
+}
+
+/// The aws cell's KMS: a LocalStack (or other KMS) endpoint given in
+/// `KEYCHAIN_TEST_AWS_EXTERNAL_ENDPOINT` is used as it is; otherwise moto's server from the venv, through
+/// xtask/moto_launcher.py, on 127.0.0.1 with an ephemeral port. A moto this function started
+/// earlier is stopped first. Returns the cell's settings, with test credentials for the SDK's
+/// default chain.
+fn start_moto(dir: &Path) -> Result<Vec<(String, String)>> {
+    stop_moto(dir)?;
+    let credentials = |vars: &mut Vec<(String, String)>| {
+        for (var, default) in [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ] {
+            let value = env::var(var).unwrap_or_else(|_| default.to_owned());
+            vars.push((var.to_owned(), value));
+        }
+    };
+    // Not KEYCHAIN_TEST_AWS_ENDPOINT itself: a shell that sourced an earlier env file has
+    // that set to a moto that is gone.
+    if let Ok(endpoint) = env::var("KEYCHAIN_TEST_AWS_EXTERNAL_ENDPOINT") {
+        let region =
+            env::var("KEYCHAIN_TEST_AWS_REGION").unwrap_or_else(|_| AWS_TEST_REGION.to_owned());
+        println!("services: aws cell on the given endpoint {endpoint} (not starting moto)");
+        let mut vars = vec![
+            ("KEYCHAIN_TEST_AWS_ENDPOINT".to_owned(), endpoint),
+            ("KEYCHAIN_TEST_AWS_REGION".to_owned(), region),
+        ];
+        credentials(&mut vars);
+        return Ok(vars);
+    }
+    if !moto_installed() {
+        return Err(format!(
+            "moto {MOTO_VERSION} is not installed in {}; run `cargo xtask setup`",
+            venv_dir().display()
+        ));
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let port_file = dir.join("port");
+    let log = dir.join("moto.log");
+    let log_file =
+        fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let launcher = workspace_root().join("xtask").join("moto_launcher.py");
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(&launcher)
+        .args(["--host", "127.0.0.1", "--port", "0", "--port-file"])
+        .arg(&port_file)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err);
+    // Its own process group: the server outlives `cargo xtask services start`, and a Ctrl-C
+    // in the shell that ran it does not stop it; `services stop` does.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run `{}`: {e}", show(&cmd)))?;
+    let pid = child.id();
+    fs::write(dir.join("pid"), format!("{pid}\n"))
+        .map_err(|e| format!("writing {}: {e}", dir.join("pid").display()))?;
+    let port = wait_for_port(&port_file, pid, &log)?;
+    println!("services: moto {MOTO_VERSION} (KMS, corrected) on 127.0.0.1:{port}, pid {pid}");
+    let mut vars = vec![
+        (
+            "KEYCHAIN_TEST_AWS_ENDPOINT".to_owned(),
+            format!("http://127.0.0.1:{port}"),
+        ),
+        (
+            "KEYCHAIN_TEST_AWS_REGION".to_owned(),
+            AWS_TEST_REGION.to_owned(),
+        ),
+    ];
+    credentials(&mut vars);
+    Ok(vars)
+}
+
+/// Waits (30 s at most) until the launcher has written its port and the port accepts a
+/// connection.
+fn wait_for_port(port_file: &Path, pid: u32, log: &Path) -> Result<u16> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let port = fs::read_to_string(port_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u16>().ok());
+        if let Some(port) = port
+            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        {
+            return Ok(port);
+        }
+        if !Path::new(&format!("/proc/{pid}")).exists() || Instant::now() > deadline {
+            let tail = fs::read_to_string(log).unwrap_or_default();
+            return Err(format!(
+                "moto did not start (pid {pid}); its log {}:\n{tail}",
+                log.display()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Stops the moto launcher recorded in `dir/pid` (only if that process still is the launcher)
+/// and removes `dir`.
+fn stop_moto(dir: &Path) -> Result {
+    let pid_file = dir.join("pid");
+    if let Some(pid) = fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    {
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("moto_launcher.py") {
+            run_quiet(Command::new("kill").arg(pid.to_string()))?;
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                // A zombie keeps its /proc entry until reaped; its cmdline is empty then.
+                if fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty()) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            println!("services: moto (pid {pid}) stopped");
+        }
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
     }
     Ok(())
 }
@@ -569,9 +775,8 @@ fn test() -> Result {
     // backend's conformance suite, the umbrella's optional backends). The RSA opt-in of that
     // provider changes only keychain-crypto and its dependents, so its unit tests run last,
     // filtered.
-    const FEATURES: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11";
-    const WITH_RSA_OPT_IN: &str =
-        "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain-crypto/rustcrypto-rsa-insecure";
+    const FEATURES: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws";
+    const WITH_RSA_OPT_IN: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws,keychain-crypto/rustcrypto-rsa-insecure";
     let runs: [&[&str]; 3] = [
         &[
             "test",
@@ -882,6 +1087,31 @@ mod tests {
         );
         let pin = random_pin(12);
         assert!(pin.is_ok_and(|p| p.len() == 12 && p.bytes().all(|b| b.is_ascii_digit())));
+    }
+
+    #[test]
+    fn aws_cell_owns_its_targets_and_its_launcher_corrects_moto() {
+        let aws = CELLS.iter().find(|c| c.name == "aws");
+        assert!(
+            aws.is_some_and(|c| c.targets.contains(&"tests/aws_")
+                && c.env.contains(&"KEYCHAIN_TEST_AWS_ENDPOINT"))
+        );
+        let launcher = fs::read_to_string(workspace_root().join("xtask").join("moto_launcher.py"));
+        assert!(launcher.is_ok_and(|l| l.contains("MessageType") && l.contains("Prehashed")));
+        assert!(MOTO_VERSION.starts_with("5."));
+        assert!(venv_dir().starts_with(workspace_root().join("target")));
+    }
+
+    #[test]
+    fn stopping_moto_that_never_ran_is_fine() -> Result {
+        let dir = env::temp_dir().join(format!("xtask-moto-{}", std::process::id()));
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        // A pid that is not a launcher (this test process) is left alone.
+        fs::write(dir.join("pid"), format!("{}\n", std::process::id()))
+            .map_err(|e| e.to_string())?;
+        stop_moto(&dir)?;
+        assert!(!dir.exists());
+        Ok(())
     }
 
     #[test]

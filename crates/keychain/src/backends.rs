@@ -1,12 +1,14 @@
 //! Factories of the backends compiled into this build.
 
+#[cfg(feature = "aws")]
+pub(crate) use aws::AwsFactory;
 #[cfg(feature = "pkcs8")]
 pub(crate) use pkcs8::Pkcs8Factory;
 #[cfg(feature = "pkcs11")]
 pub(crate) use pkcs11::Pkcs11Factory;
 
 /// Turns a backend's settings table into its typed configuration.
-#[cfg(any(feature = "pkcs8", feature = "pkcs11"))]
+#[cfg(any(feature = "pkcs8", feature = "pkcs11", feature = "aws"))]
 fn settings<T: serde::de::DeserializeOwned>(table: &toml::Table) -> keychain_core::Result<T> {
     table
         .clone()
@@ -102,6 +104,35 @@ mod pkcs11 {
                 (Some(_), _) => false,
             };
             same("token", "token") && same("slot-id", "slot-id")
+        }
+    }
+}
+
+#[cfg(feature = "aws")]
+mod aws {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use keychain_core::{Backend, Result};
+
+    use crate::registry::BackendFactory;
+
+    /// `type = "aws"`: [`keychain_aws::AwsKmsBackend`] from a [`keychain_aws::Config`].
+    pub(crate) struct AwsFactory;
+
+    #[async_trait]
+    impl BackendFactory for AwsFactory {
+        fn backend_type(&self) -> &str {
+            "aws"
+        }
+
+        fn uri_scheme(&self) -> &str {
+            "awskms"
+        }
+
+        async fn open(&self, _name: &str, settings: &toml::Table) -> Result<Arc<dyn Backend>> {
+            let config: keychain_aws::Config = super::settings(settings)?;
+            Ok(Arc::new(keychain_aws::AwsKmsBackend::open(config).await?))
         }
     }
 }

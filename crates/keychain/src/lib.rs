@@ -13,6 +13,9 @@ pub use crate::signer::{
     BlockingKeySigner, KeySigner, SignatureType, signature_algorithm_identifier,
 };
 
+/// The AWS KMS backend (re-exported `keychain-aws`).
+#[cfg(feature = "aws")]
+pub use keychain_aws as aws;
 /// The contract every backend implements (re-exported from `keychain-core`).
 pub use keychain_core::*;
 /// Layers that wrap any backend (re-exported `keychain-layers`).

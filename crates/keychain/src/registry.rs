@@ -76,6 +76,8 @@ impl Openers {
         openers.register(Arc::new(crate::backends::Pkcs8Factory));
         #[cfg(feature = "pkcs11")]
         openers.register(Arc::new(crate::backends::Pkcs11Factory));
+        #[cfg(feature = "aws")]
+        openers.register(Arc::new(crate::backends::AwsFactory));
         openers
     }
 
