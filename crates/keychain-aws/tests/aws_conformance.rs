@@ -8,51 +8,13 @@ mod common;
 
 use std::sync::Arc;
 
-use keychain_core::{
-    Backend, Capabilities, Error, KeyInfo, KeyName, KeyRef, KeySpec, Protection, Result, SignInput,
-    Signature, SignatureScheme, async_trait,
-};
+use keychain_core::{Backend, Protection};
+use keychain_testkit::NotConfigured;
 
 async fn kms() -> Arc<dyn Backend> {
     match common::env() {
         Some(env) => Arc::new(env.open().await),
-        None => Arc::new(NotConfigured(Capabilities::new(
-            "awskms (not configured)",
-            Protection::CloudHsm,
-        ))),
-    }
-}
-
-/// Stands in when the cell is not configured: it declares nothing, so every check has nothing
-/// to test (the skip note has been written by `common::env`).
-#[derive(Debug)]
-struct NotConfigured(Capabilities);
-
-#[async_trait]
-impl Backend for NotConfigured {
-    fn capabilities(&self) -> &Capabilities {
-        &self.0
-    }
-    async fn generate_key(&self, _: &KeyName, spec: &KeySpec) -> Result<KeyInfo> {
-        Err(Error::unsupported(format!(
-            "{} (not configured)",
-            spec.algorithm
-        )))
-    }
-    async fn key_info(&self, _: &KeyRef) -> Result<KeyInfo> {
-        Err(Error::not_found("not configured"))
-    }
-    async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
-        Ok(Vec::new())
-    }
-    async fn delete_key(&self, _: &KeyName) -> Result<()> {
-        Err(Error::not_found("not configured"))
-    }
-    async fn sign(&self, _: &KeyRef, _: SignInput<'_>, _: SignatureScheme) -> Result<Signature> {
-        Err(Error::not_found("not configured"))
-    }
-    async fn close(&self) -> Result<()> {
-        Ok(())
+        None => Arc::new(NotConfigured::new("awskms", Protection::CloudHsm)),
     }
 }
 

@@ -11,6 +11,7 @@ macro_rules! ensure {
 
 mod checks;
 mod ctx;
+mod not_configured;
 mod verify;
 
 use std::fmt;
@@ -23,6 +24,7 @@ pub use crate::checks::{
     check_lifecycle, check_random, check_rejection, check_rotate, check_rsa_oaep,
     check_sign_verify,
 };
+pub use crate::not_configured::NotConfigured;
 
 /// What [`conformance!`] expands to needs, reachable through `$crate` so the downstream crate
 /// does not have to name tokio itself. Not part of the API.
