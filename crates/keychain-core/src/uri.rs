@@ -322,6 +322,55 @@ impl KeyUri {
         )
     }
 
+    /// Checks that every attribute is one a backend understands: path attributes in
+    /// `known_path`, query attributes in `known_query`, or a vendor extension starting with
+    /// `x-` (ignored). Backends call it first in their `Config::from_uri`.
+    ///
+    /// ```
+    /// use keychain_core::KeyUri;
+    /// let uri = KeyUri::parse("transit:name=signer;x-team=ops?address=http://127.0.0.1:8200")?;
+    /// uri.check_attrs(&["name", "mount"], &["address"])?;
+    /// assert!(uri.check_attrs(&["mount"], &["address"]).is_err());
+    /// # Ok::<(), keychain_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidInput`] naming the first unknown attribute and the supported
+    /// ones.
+    pub fn check_attrs(&self, known_path: &[&str], known_query: &[&str]) -> Result<()> {
+        for (kind, attrs, known) in [
+            ("path", &self.path, known_path),
+            ("query", &self.query, known_query),
+        ] {
+            if let Some(attr) = attrs
+                .iter()
+                .find(|a| !(a.name.starts_with("x-") || known.contains(&&*a.name)))
+            {
+                return Err(Error::invalid_input(format!(
+                    "{}: URI {kind} attribute `{}` is unknown; supported are {}",
+                    self.scheme,
+                    attr.name,
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The text of attribute `name`, from the path or else the query. `None` if absent.
+    ///
+    /// # Errors
+    /// `Some(Err)` with [`crate::ErrorKind::InvalidInput`] if the value is not UTF-8.
+    pub fn text_attr(&self, name: &str) -> Option<Result<String>> {
+        let value = self
+            .path_attr_bytes(name)
+            .or_else(|| self.query_attr_bytes(name))?;
+        Some(
+            String::from_utf8(value.to_vec())
+                .map_err(|_| Error::invalid_input(format!("attribute `{name}` is not UTF-8"))),
+        )
+    }
+
     /// The secret named by attribute `name`, looked up among the query attributes first (where
     /// RFC 7512 puts `pin-source` and `pin-value`), then the path attributes. `None` if absent.
     ///

@@ -6,9 +6,16 @@ pub(crate) use aws::AwsFactory;
 pub(crate) use pkcs8::Pkcs8Factory;
 #[cfg(feature = "pkcs11")]
 pub(crate) use pkcs11::Pkcs11Factory;
+#[cfg(feature = "vault")]
+pub(crate) use vault::VaultFactory;
 
 /// Turns a backend's settings table into its typed configuration.
-#[cfg(any(feature = "pkcs8", feature = "pkcs11", feature = "aws"))]
+#[cfg(any(
+    feature = "pkcs8",
+    feature = "pkcs11",
+    feature = "aws",
+    feature = "vault"
+))]
 fn settings<T: serde::de::DeserializeOwned>(table: &toml::Table) -> keychain_core::Result<T> {
     table
         .clone()
@@ -133,6 +140,52 @@ mod aws {
         async fn open(&self, _name: &str, settings: &toml::Table) -> Result<Arc<dyn Backend>> {
             let config: keychain_aws::Config = super::settings(settings)?;
             Ok(Arc::new(keychain_aws::AwsKmsBackend::open(config).await?))
+        }
+    }
+}
+
+#[cfg(feature = "vault")]
+mod vault {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use keychain_core::{Backend, KeyUri, Result};
+
+    use crate::registry::BackendFactory;
+
+    /// `type = "vault"`: [`keychain_vault::TransitBackend`] from a [`keychain_vault::Config`].
+    pub(crate) struct VaultFactory;
+
+    #[async_trait]
+    impl BackendFactory for VaultFactory {
+        fn backend_type(&self) -> &str {
+            "vault"
+        }
+
+        fn uri_scheme(&self) -> &str {
+            "transit"
+        }
+
+        async fn open(&self, _name: &str, settings: &toml::Table) -> Result<Arc<dyn Backend>> {
+            let config: keychain_vault::Config = super::settings(settings)?;
+            Ok(Arc::new(
+                keychain_vault::TransitBackend::open(config).await?,
+            ))
+        }
+
+        /// A `transit:` URI matches the backend on the mount (`mount=`, default `transit`) and
+        /// server (`address=`) it names; attributes it leaves out match any.
+        fn matches(&self, settings: &toml::Table, uri: &KeyUri) -> bool {
+            let setting = |key: &str| settings.get(key).and_then(|v| v.as_str());
+            let mount = uri.path_attr("mount").or_else(|| uri.query_attr("mount"));
+            let mount_ok = mount.is_none_or(|m| {
+                m.trim_matches('/') == setting("mount").unwrap_or(keychain_vault::DEFAULT_MOUNT)
+            });
+            let address_ok = uri.query_attr("address").is_none_or(|a| {
+                setting("address")
+                    .is_some_and(|have| have.trim_end_matches('/') == a.trim_end_matches('/'))
+            });
+            mount_ok && address_ok
         }
     }
 }

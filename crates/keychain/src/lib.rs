@@ -26,3 +26,6 @@ pub use keychain_pkcs8 as pkcs8;
 /// The PKCS#11 backend (re-exported `keychain-pkcs11`).
 #[cfg(feature = "pkcs11")]
 pub use keychain_pkcs11 as pkcs11;
+/// The HashiCorp Vault / OpenBao Transit backend (re-exported `keychain-vault`).
+#[cfg(feature = "vault")]
+pub use keychain_vault as vault;

@@ -78,6 +78,8 @@ impl Openers {
         openers.register(Arc::new(crate::backends::Pkcs11Factory));
         #[cfg(feature = "aws")]
         openers.register(Arc::new(crate::backends::AwsFactory));
+        #[cfg(feature = "vault")]
+        openers.register(Arc::new(crate::backends::VaultFactory));
         openers
     }
 

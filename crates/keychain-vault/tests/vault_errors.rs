@@ -1,0 +1,523 @@
+//! Error mapping and Transit behaviour on the OpenBao dev server (the `vault` cell): missing
+//! keys, refused tokens, a sealed server, an unreachable one, rotation and
+//! `min_decryption_version`, signatures checked by Transit's own verify, token renewal, AppRole.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64ct::{Base64, Encoding as _};
+use keychain_core::{
+    Backend, BackendExt, ErrorKind, HashAlg, HealthStatus, KeyAlgorithm, KeyRef, KeySpec,
+    ProviderCode, SecretSource, SignInput, SignatureScheme,
+};
+use keychain_vault::{Auth, Config, TransitBackend};
+use sha2::Digest as _;
+
+#[tokio::test]
+async fn missing_keys_are_not_found_and_encrypt_creates_nothing() {
+    let Some(env) = common::env() else { return };
+    let b = env.open().await;
+    let name = env.name("missing");
+    let key = KeyRef::from(&name);
+    let e = b.key_info(&key).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_eq!(e.key(), Some(&name));
+    let digest = sha2::Sha256::digest(b"x");
+    let e = b
+        .sign(
+            &key,
+            SignInput::digest(HashAlg::Sha256, &digest),
+            SignatureScheme::Ecdsa(HashAlg::Sha256),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_eq!(
+        b.delete_key(&name).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        b.rotate_key(&name).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // Transit's encrypt would create a missing key on the fly ("upsert"); keychain must not.
+    let e = b.encrypt(&key, b"data", b"").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let read = env.bao(&["read", &format!("transit/keys/{}", env.transit(&name))]);
+    assert!(
+        read.is_err(),
+        "encrypt created Transit key {name}: {read:?}"
+    );
+    let e = b
+        .decrypt_aead(&name, &[1, 0, 0, 0, 1, 9, 9, 9], b"")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[tokio::test]
+async fn refused_tokens_are_permission_denied() {
+    let Some(env) = common::env() else { return };
+    let bad = TransitBackend::open(
+        Config::new(&env.addr, SecretSource::value("not-a-token"))
+            .with_key_prefix(common::prefix()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::PermissionDenied, "{bad}");
+    assert_eq!(bad.provider_code(), Some(&ProviderCode::Http(403)));
+    assert!(!bad.to_string().contains("not-a-token"), "{bad}");
+    assert!(!format!("{bad:?}").contains("not-a-token"), "{bad:?}");
+
+    // A valid token without Transit rights: it opens (it may look itself up), then every
+    // Transit call is refused.
+    let weak = env.token("default", "10m");
+    let b = TransitBackend::open(
+        Config::new(&env.addr, SecretSource::value(&weak)).with_key_prefix(common::prefix()),
+    )
+    .await
+    .unwrap();
+    assert!(!format!("{b:?}").contains(&weak), "Debug shows the token");
+    let name = env.name("denied");
+    let e = b
+        .generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(!e.retryable());
+}
+
+/// A second dev server of the test's own, so that sealing it disturbs no other test.
+struct OwnServer {
+    child: Child,
+    addr: String,
+    token: String,
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn own_server(bao: &str) -> OwnServer {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let token = format!("own-{}", common::random_hex(8));
+    let child = Command::new(bao)
+        .args(["server", "-dev", "-dev-no-store-token"])
+        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+        .env("BAO_DEV_ROOT_TOKEN_ID", &token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a second bao dev server");
+    let server = OwnServer {
+        child,
+        addr: format!("http://127.0.0.1:{port}"),
+        token,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::bao_at(
+        bao,
+        &server.addr,
+        &server.token,
+        &["secrets", "enable", "transit"],
+        "",
+    )
+    .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second bao server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server
+}
+
+#[tokio::test]
+async fn a_sealed_server_is_unavailable_and_says_sealed() {
+    let Some(env) = common::env() else { return };
+    let server = own_server(&env.bao);
+    let b = TransitBackend::open(Config::new(
+        &server.addr,
+        SecretSource::value(&server.token),
+    ))
+    .await
+    .unwrap();
+    let name = env.name("sealed");
+    b.generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    assert_eq!(b.health().await.unwrap().status, HealthStatus::Ok);
+    common::bao_at(
+        &env.bao,
+        &server.addr,
+        &server.token,
+        &["operator", "seal"],
+        "",
+    )
+    .unwrap();
+    let e = b.key_info(&KeyRef::from(&name)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.retryable());
+    assert!(e.to_string().contains("sealed"), "{e}");
+    assert_eq!(e.provider_code(), Some(&ProviderCode::Http(503)));
+    let health = b.health().await.unwrap();
+    assert_eq!(health.status, HealthStatus::Unavailable);
+    assert!(
+        health
+            .details
+            .iter()
+            .any(|(k, v)| k == "sealed" && v == "true")
+    );
+    // Opening against the sealed server works (the token is looked up later) and then fails
+    // the same way on use.
+    let late = TransitBackend::open(Config::new(
+        &server.addr,
+        SecretSource::value(&server.token),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        late.list_keys().await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_retryable_unavailable() {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let b = TransitBackend::open(
+        Config::new(format!("http://127.0.0.1:{port}"), SecretSource::value("t"))
+            .with_timeout_ms(2000),
+    )
+    .await
+    .expect("a token backend opens while the server is down");
+    let e = b.list_keys().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.retryable());
+    assert_eq!(e.backend(), Some("transit"));
+    // Logins need the server: an AppRole backend does not open.
+    let e = TransitBackend::open(
+        Config::new(format!("http://127.0.0.1:{port}"), SecretSource::value("t")).with_auth(
+            Auth::AppRole {
+                role_id: SecretSource::value("r"),
+                secret_id: SecretSource::value("s"),
+                mount: "approle".into(),
+            },
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+}
+
+#[tokio::test]
+async fn rotation_keeps_old_ciphertexts_until_min_decryption_version() {
+    let Some(env) = common::env() else { return };
+    let b = env.open().await;
+    let name = env.name("minver");
+    b.generate_key(&name, &KeySpec::new(KeyAlgorithm::Aes256Gcm))
+        .await
+        .unwrap();
+    let key = KeyRef::from(&name);
+    let old = b.encrypt(&key, b"version one", b"aad").await.unwrap();
+    let info = b.rotate_key(&name).await.unwrap();
+    assert_eq!(info.version, 2);
+    let new = b.encrypt(&key, b"version two", b"aad").await.unwrap();
+    assert_eq!(&old[..5], &[1, 0, 0, 0, 1]);
+    assert_eq!(&new[..5], &[1, 0, 0, 0, 2]);
+    assert_eq!(
+        b.decrypt_aead(&name, &old, b"aad").await.unwrap().expose(),
+        b"version one"
+    );
+    // The same ciphertext in Transit's own form opens with the bao CLI.
+    let text = keychain_vault::to_transit_ciphertext(&old).unwrap();
+    let out = env
+        .bao(&[
+            "write",
+            "-field=plaintext",
+            &format!("transit/decrypt/{}", env.transit(&name)),
+            &format!("ciphertext={text}"),
+            &format!("associated_data={}", Base64::encode_string(b"aad")),
+        ])
+        .unwrap();
+    assert_eq!(Base64::decode_vec(out.trim()).unwrap(), b"version one");
+
+    env.bao(&[
+        "write",
+        &format!("transit/keys/{}/config", env.transit(&name)),
+        "min_decryption_version=2",
+    ])
+    .unwrap();
+    let e = b.decrypt_aead(&name, &old, b"aad").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("disallowed by policy"), "{e}");
+    assert_eq!(
+        b.decrypt_aead(&name, &new, b"aad").await.unwrap().expose(),
+        b"version two"
+    );
+    let info = b.key_info(&key).await.unwrap();
+    let versions: Vec<_> = info.versions.iter().map(|v| v.version).collect();
+    assert_eq!(versions, [2]);
+    assert_eq!(
+        b.key_info(&KeyRef::versioned(name.clone(), 1))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    b.delete_key(&name).await.unwrap();
+}
+
+#[tokio::test]
+async fn transit_verifies_keychain_signatures() {
+    let Some(env) = common::env() else { return };
+    let b = env.open().await;
+    let message = b"signed through keychain, verified by Transit";
+    for (alg, scheme, extra) in [
+        (
+            KeyAlgorithm::EcP256,
+            SignatureScheme::Ecdsa(HashAlg::Sha256),
+            &[
+                "hash_algorithm=sha2-256",
+                "prehashed=true",
+                "marshaling_algorithm=asn1",
+            ][..],
+        ),
+        (
+            KeyAlgorithm::Rsa2048,
+            SignatureScheme::RsaPss(HashAlg::Sha384),
+            &[
+                "hash_algorithm=sha2-384",
+                "prehashed=true",
+                "signature_algorithm=pss",
+                "salt_length=hash",
+            ][..],
+        ),
+        (
+            KeyAlgorithm::Rsa2048,
+            SignatureScheme::RsaPkcs1v15(HashAlg::Sha512),
+            &[
+                "hash_algorithm=sha2-512",
+                "prehashed=true",
+                "signature_algorithm=pkcs1v15",
+            ][..],
+        ),
+        (KeyAlgorithm::Ed25519, SignatureScheme::Ed25519, &[][..]),
+    ] {
+        let name = env.name(alg.as_str());
+        b.generate_key(&name, &KeySpec::new(alg)).await.unwrap();
+        let input = match scheme.hash() {
+            Some(h) => h.digest(message),
+            None => message.to_vec(),
+        };
+        let sig = match scheme.hash() {
+            Some(h) => b
+                .sign(&KeyRef::from(&name), SignInput::digest(h, &input), scheme)
+                .await
+                .unwrap(),
+            None => b
+                .sign(&KeyRef::from(&name), SignInput::message(message), scheme)
+                .await
+                .unwrap(),
+        };
+        assert_eq!(sig.key_version(), 1);
+        b.verify(&name, SignInput::message(message), &sig)
+            .await
+            .unwrap();
+        let mut args = vec![
+            "write".to_owned(),
+            "-field=valid".to_owned(),
+            format!("transit/verify/{}", env.transit(&name)),
+            format!("input={}", Base64::encode_string(&input)),
+            format!(
+                "signature=vault:v1:{}",
+                Base64::encode_string(sig.as_bytes())
+            ),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let valid = env.bao(&args).unwrap();
+        assert_eq!(valid.trim(), "true", "{scheme}: Transit says {valid}");
+        // And a signature over something else does not verify there.
+        let mut tampered = sig.as_bytes().to_vec();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        let mut args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        args[4] = format!("signature=vault:v1:{}", Base64::encode_string(&tampered));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let verdict = env.bao(&args);
+        assert!(
+            verdict.as_deref().map(str::trim) != Ok("true"),
+            "{scheme}: a tampered signature verified in Transit"
+        );
+        b.delete_key(&name).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn short_lived_tokens_are_renewed() {
+    let Some(env) = common::env() else { return };
+    let policy = env.transit_policy();
+    // A 4-second token: without renewal it is gone before the last call.
+    let token = env.token(policy, "4s");
+    let stale = env.token(policy, "4s");
+    let b = TransitBackend::open(
+        Config::new(&env.addr, SecretSource::value(&token)).with_key_prefix(common::prefix()),
+    )
+    .await
+    .unwrap();
+    let name = env.name("renew");
+    b.generate_key(&name, &KeySpec::new(KeyAlgorithm::Ed25519))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        // Past two thirds of the TTL each time: every call here renews first.
+        tokio::time::sleep(Duration::from_millis(2900)).await;
+        b.sign(
+            &KeyRef::from(&name),
+            SignInput::message(b"m"),
+            SignatureScheme::Ed25519,
+        )
+        .await
+        .expect("sign with a renewed token");
+    }
+    // A token made alongside, left unrenewed, has expired by now: renewal is what kept the
+    // backend's alive.
+    let lookup = common::bao_at(&env.bao, &env.addr, &stale, &["token", "lookup"], "");
+    assert!(
+        lookup.is_err(),
+        "an unrenewed 4s token still works: {lookup:?}"
+    );
+    b.delete_key(&name).await.unwrap();
+}
+
+#[tokio::test]
+async fn approle_login_and_refused_secret_id() {
+    let Some(env) = common::env() else { return };
+    let policy = env.transit_policy();
+    // Idempotent across test runs on one server: enabling twice fails, which is fine.
+    let _ = env.bao(&["auth", "enable", "approle"]);
+    let role = format!("kt-{}", common::random_hex(4));
+    env.bao(&[
+        "write",
+        &format!("auth/approle/role/{role}"),
+        &format!("token_policies={policy}"),
+        "token_ttl=10m",
+    ])
+    .unwrap();
+    let role_id = env
+        .bao(&[
+            "read",
+            "-field=role_id",
+            &format!("auth/approle/role/{role}/role-id"),
+        ])
+        .unwrap();
+    let secret_id = env
+        .bao(&[
+            "write",
+            "-f",
+            "-field=secret_id",
+            &format!("auth/approle/role/{role}/secret-id"),
+        ])
+        .unwrap();
+    let config = |secret: &str| {
+        Config::new(&env.addr, SecretSource::value("unused"))
+            .with_key_prefix(common::prefix())
+            .with_auth(Auth::AppRole {
+                role_id: SecretSource::value(role_id.trim()),
+                secret_id: SecretSource::value(secret),
+                mount: "approle".into(),
+            })
+    };
+    let b = TransitBackend::open(config(secret_id.trim()))
+        .await
+        .unwrap();
+    let name = env.name("approle");
+    b.generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP384))
+        .await
+        .unwrap();
+    let sig = b
+        .sign_message(&KeyRef::from(&name), b"approle")
+        .await
+        .unwrap();
+    b.verify(&name, SignInput::message(b"approle"), &sig)
+        .await
+        .unwrap();
+    b.delete_key(&name).await.unwrap();
+    b.close().await.unwrap();
+
+    let e = TransitBackend::open(config("00000000-0000-0000-0000-000000000000"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+    assert!(!e.to_string().contains(secret_id.trim()));
+}
+
+#[tokio::test]
+async fn versions_signatures_and_random_limits() {
+    let Some(env) = common::env() else { return };
+    let b = env.open().await;
+    let name = env.name("versions");
+    b.generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    let v1 = b.sign_message(&KeyRef::from(&name), b"m").await.unwrap();
+    b.rotate_key(&name).await.unwrap();
+    let v2 = b.sign_message(&KeyRef::from(&name), b"m").await.unwrap();
+    let pinned = b
+        .sign_message(&KeyRef::versioned(name.clone(), 1), b"m")
+        .await
+        .unwrap();
+    assert_eq!(
+        (v1.key_version(), v2.key_version(), pinned.key_version()),
+        (1, 2, 1)
+    );
+    for sig in [&v1, &v2, &pinned] {
+        b.verify(&name, SignInput::message(b"m"), sig)
+            .await
+            .unwrap();
+    }
+    let e = b
+        .sign_message(&KeyRef::versioned(name.clone(), 3), b"m")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let info = b.key_info(&KeyRef::from(&name)).await.unwrap();
+    assert_ne!(
+        info.version_info(1).unwrap().public_key,
+        info.version_info(2).unwrap().public_key
+    );
+    assert!(info.created().is_some());
+    b.delete_key(&name).await.unwrap();
+
+    assert_eq!(
+        b.random(keychain_vault::MAX_RANDOM).await.unwrap().len(),
+        keychain_vault::MAX_RANDOM
+    );
+    assert_eq!(
+        b.random(keychain_vault::MAX_RANDOM + 1)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+    assert!(b.random(0).await.unwrap().is_empty());
+    b.close().await.unwrap();
+    assert_eq!(
+        b.random(8).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+}
