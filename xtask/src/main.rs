@@ -1101,13 +1101,22 @@ fn check_deps() -> Result {
 
 /// Benchmark targets: (package, bench). Each prints Markdown tables (`operation | keychain |
 /// baseline | ratio`) on stdout; `bench` collects them into `BENCHMARKS.md`.
-const BENCHES: &[(&str, &str)] = &[("keychain-pkcs8", "backend")];
+/// Benches of service backends read the settings `services start` writes.
+const BENCHES: &[(&str, &str)] = &[("keychain-pkcs8", "backend"), ("keychain-vault", "backend")];
 
 fn bench() -> Result {
+    setup()?;
+    services_start()?;
+    let vars = load_env_file();
+    let result = bench_all(&vars);
+    result.and(services_stop())
+}
+
+fn bench_all(vars: &[(String, String)]) -> Result {
     let mut sections = Vec::new();
     for (package, bench) in BENCHES {
         println!("$ cargo bench -p {package} --bench {bench}");
-        let out = stdout_of(&mut cargo(&[
+        let mut cmd = cargo(&[
             "bench",
             "--quiet",
             "-p",
@@ -1115,7 +1124,9 @@ fn bench() -> Result {
             "--all-features",
             "--bench",
             bench,
-        ]))?;
+        ]);
+        cmd.envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let out = stdout_of(&mut cmd)?;
         print!("{out}");
         sections.push(report::bench_tables(&out));
     }

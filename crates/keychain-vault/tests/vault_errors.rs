@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use keychain_core::{
 };
 use keychain_vault::{Auth, Config, TransitBackend};
 use sha2::Digest as _;
+use tempfile::TempDir;
 
 #[tokio::test]
 async fn missing_keys_are_not_found_and_encrypt_creates_nothing() {
@@ -91,11 +93,15 @@ async fn refused_tokens_are_permission_denied() {
     assert!(!e.retryable());
 }
 
-/// A second dev server of the test's own, so that sealing it disturbs no other test.
+/// A second dev server of the test's own, so that sealing it disturbs no other test; with
+/// `tls`, OpenBao's `-dev-tls` mode (a generated CA and server certificate in `dir`).
 struct OwnServer {
     child: Child,
     addr: String,
     token: String,
+    /// The generated CA certificate (TLS mode).
+    ca: Option<PathBuf>,
+    _dir: Option<TempDir>,
 }
 
 impl Drop for OwnServer {
@@ -105,35 +111,48 @@ impl Drop for OwnServer {
     }
 }
 
-fn own_server(bao: &str) -> OwnServer {
+impl OwnServer {
+    /// The `bao` CLI against this server (trusting its CA in TLS mode).
+    fn bao(&self, bao: &str, args: &[&str]) -> Result<String, String> {
+        let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        if let Some(ca) = &self.ca {
+            all.insert(args.len().min(2), format!("-ca-cert={}", ca.display()));
+        }
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        common::bao_at(bao, &self.addr, &self.token, &all, "")
+    }
+}
+
+fn own_server(bao: &str, tls: bool) -> OwnServer {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let token = format!("own-{}", common::random_hex(8));
-    let child = Command::new(bao)
-        .args(["server", "-dev", "-dev-no-store-token"])
+    let dir = tls.then(|| tempfile::tempdir().unwrap());
+    let mut cmd = Command::new(bao);
+    cmd.args(["server", "-dev-no-store-token"])
         .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
         .env("BAO_DEV_ROOT_TOKEN_ID", &token)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start a second bao dev server");
+        .stderr(Stdio::null());
+    match &dir {
+        Some(d) => cmd
+            .arg("-dev-tls")
+            .arg(format!("-dev-tls-cert-dir={}", d.path().display())),
+        None => cmd.arg("-dev"),
+    };
+    let child = cmd.spawn().expect("start a second bao dev server");
+    let scheme = if tls { "https" } else { "http" };
     let server = OwnServer {
         child,
-        addr: format!("http://127.0.0.1:{port}"),
+        addr: format!("{scheme}://127.0.0.1:{port}"),
         token,
+        ca: dir.as_ref().map(|d| d.path().join("vault-ca.pem")),
+        _dir: dir,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while common::bao_at(
-        bao,
-        &server.addr,
-        &server.token,
-        &["secrets", "enable", "transit"],
-        "",
-    )
-    .is_err()
-    {
+    while server.bao(bao, &["secrets", "enable", "transit"]).is_err() {
         assert!(
             Instant::now() < deadline,
             "the second bao server did not start"
@@ -146,7 +165,7 @@ fn own_server(bao: &str) -> OwnServer {
 #[tokio::test]
 async fn a_sealed_server_is_unavailable_and_says_sealed() {
     let Some(env) = common::env() else { return };
-    let server = own_server(&env.bao);
+    let server = own_server(&env.bao, false);
     let b = TransitBackend::open(Config::new(
         &server.addr,
         SecretSource::value(&server.token),
@@ -520,4 +539,98 @@ async fn versions_signatures_and_random_limits() {
         b.random(8).await.unwrap_err().kind(),
         ErrorKind::Unavailable
     );
+}
+
+#[tokio::test]
+async fn tls_with_the_servers_ca_and_without_it() {
+    let Some(env) = common::env() else { return };
+    let server = own_server(&env.bao, true);
+    let config = || Config::new(&server.addr, SecretSource::value(&server.token));
+    let mut trusted = config();
+    trusted.ca_bundle = server.ca.clone();
+    let b = TransitBackend::open(trusted).await.unwrap();
+    let name = env.name("tls");
+    b.generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    let sig = b.sign_message(&KeyRef::from(&name), b"tls").await.unwrap();
+    b.verify(&name, SignInput::message(b"tls"), &sig)
+        .await
+        .unwrap();
+
+    // The dev CA is in no trust store: without it the backend opens (the token lookup's
+    // transport error counts as "unreachable") and every call fails.
+    let untrusted = TransitBackend::open(config()).await.unwrap();
+    let e = untrusted.key_info(&KeyRef::from(&name)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+
+    let mut insecure = config();
+    insecure.danger_accept_invalid_certs = true;
+    let i = TransitBackend::open(insecure).await.unwrap();
+    assert_eq!(i.key_info(&KeyRef::from(&name)).await.unwrap().version, 1);
+
+    let mut missing = config();
+    missing.ca_bundle = Some("/nonexistent/ca.pem".into());
+    let e = TransitBackend::open(missing).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[tokio::test]
+async fn namespaces_keep_keys_apart() {
+    let Some(env) = common::env() else { return };
+    let ns = format!("kt-ns-{}", common::random_hex(4));
+    env.bao(&["namespace", "create", &ns]).unwrap();
+    env.bao(&["secrets", "enable", &format!("-namespace={ns}"), "transit"])
+        .unwrap();
+    let b = TransitBackend::open(env.config().with_namespace(&ns))
+        .await
+        .unwrap();
+    let name = env.name("ns");
+    b.generate_key(&name, &KeySpec::new(KeyAlgorithm::Aes128Gcm))
+        .await
+        .unwrap();
+    let path = format!("transit/keys/{}", env.transit(&name));
+    assert!(
+        env.bao(&["read", &format!("-namespace={ns}"), &path])
+            .is_ok()
+    );
+    assert!(
+        env.bao(&["read", &path]).is_err(),
+        "the key is in the root namespace too"
+    );
+    let root = env.open().await;
+    assert_eq!(
+        root.key_info(&KeyRef::from(&name))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    let ct = b.encrypt(&KeyRef::from(&name), b"ns", b"").await.unwrap();
+    assert_eq!(
+        b.decrypt_aead(&name, &ct, b"").await.unwrap().expose(),
+        b"ns"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out() {
+    // Accepts connections and reads, never writes.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let b = TransitBackend::open(
+        Config::new(format!("http://127.0.0.1:{port}"), SecretSource::value("t"))
+            .with_timeout_ms(300),
+    )
+    .await
+    .unwrap();
+    let e = b.list_keys().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.retryable());
 }
