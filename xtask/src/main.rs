@@ -1102,7 +1102,11 @@ fn check_deps() -> Result {
 /// Benchmark targets: (package, bench). Each prints Markdown tables (`operation | keychain |
 /// baseline | ratio`) on stdout; `bench` collects them into `BENCHMARKS.md`.
 /// Benches of service backends read the settings `services start` writes.
-const BENCHES: &[(&str, &str)] = &[("keychain-pkcs8", "backend"), ("keychain-vault", "backend")];
+const BENCHES: &[(&str, &str)] = &[
+    ("keychain-pkcs8", "backend"),
+    ("keychain-aws", "backend"),
+    ("keychain-vault", "backend"),
+];
 
 fn bench() -> Result {
     setup()?;

@@ -9,6 +9,7 @@ macro_rules! ensure {
     };
 }
 
+pub mod bench;
 mod checks;
 mod ctx;
 mod not_configured;

@@ -15,62 +15,18 @@
     reason = "a benchmark binary: it reports on stdout and fails loudly"
 )]
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use base64ct::{Base64, Encoding as _};
 use keychain_core::{
     Backend, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySpec, SecretSource, SignInput,
     SignatureScheme,
 };
+use keychain_testkit::bench::{Op, Plan, compare, op, row};
 use keychain_vault::{Config, TransitBackend};
 use vaultrs::api::transit::MarshalingAlgorithm;
 use vaultrs::api::transit::requests::{EncryptDataRequestBuilder, SignDataRequestBuilder};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
-
-const ROUND: Duration = Duration::from_millis(1500);
-const ROUNDS: usize = 5;
-
-type Op = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// Operations per second over one round with `tasks` tasks running `op` in a loop.
-async fn round(op: &Op, tasks: usize) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + ROUND;
-    let mut handles = Vec::with_capacity(tasks);
-    for _ in 0..tasks {
-        let op = Arc::clone(op);
-        let done = Arc::clone(&done);
-        handles.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
-                op().await;
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for h in handles {
-        h.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
-/// Best-of-rounds ops/s for keychain and for the baseline, alternating.
-async fn compare(keychain: &Op, baseline: &Op, tasks: usize) -> (f64, f64) {
-    for _ in 0..20 {
-        keychain().await;
-        baseline().await;
-    }
-    let (mut k, mut b) = (0f64, 0f64);
-    for _ in 0..ROUNDS {
-        k = k.max(round(keychain, tasks).await);
-        b = b.max(round(baseline, tasks).await);
-    }
-    (k, b)
-}
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -126,9 +82,9 @@ async fn run(addr: String, token: String) {
     let sign_k: Op = {
         let (b, digest) = (Arc::clone(&backend), Arc::clone(&digest));
         let key = KeyRef::from(&ec);
-        Arc::new(move || {
+        op(move || {
             let (b, digest, key) = (Arc::clone(&b), Arc::clone(&digest), key.clone());
-            Box::pin(async move {
+            async move {
                 let sig = b
                     .sign(
                         &key,
@@ -138,14 +94,14 @@ async fn run(addr: String, token: String) {
                     .await
                     .unwrap();
                 std::hint::black_box(sig);
-            })
+            }
         })
     };
     let sign_b: Op = {
         let (c, digest, name) = (Arc::clone(&bare), Arc::clone(&digest), ec_transit.clone());
-        Arc::new(move || {
+        op(move || {
             let (c, digest, name) = (Arc::clone(&c), Arc::clone(&digest), name.clone());
-            Box::pin(async move {
+            async move {
                 let input = Base64::encode_string(&digest);
                 let mut opts = SignDataRequestBuilder::default();
                 opts.prehashed(true)
@@ -158,17 +114,17 @@ async fn run(addr: String, token: String) {
                 // The same work keychain does with the answer: strip vault:v1: and decode.
                 let b64 = sig.signature.rsplit(':').next().unwrap_or_default();
                 std::hint::black_box(Base64::decode_vec(b64).unwrap());
-            })
+            }
         })
     };
     let enc_k: Op = {
         let (b, pt) = (Arc::clone(&backend), Arc::clone(&plaintext));
         let key = KeyRef::from(&aes);
-        Arc::new(move || {
+        op(move || {
             let (b, pt, key) = (Arc::clone(&b), Arc::clone(&pt), key.clone());
-            Box::pin(async move {
+            async move {
                 std::hint::black_box(b.encrypt(&key, &pt, b"").await.unwrap());
-            })
+            }
         })
     };
     let enc_b: Op = {
@@ -177,9 +133,9 @@ async fn run(addr: String, token: String) {
             Arc::clone(&plaintext),
             aes_transit.clone(),
         );
-        Arc::new(move || {
+        op(move || {
             let (c, pt, name) = (Arc::clone(&c), Arc::clone(&pt), name.clone());
-            Box::pin(async move {
+            async move {
                 let input = Base64::encode_string(&pt);
                 let mut opts = EncryptDataRequestBuilder::default();
                 let ct =
@@ -188,7 +144,7 @@ async fn run(addr: String, token: String) {
                         .unwrap();
                 let b64 = ct.ciphertext.rsplit(':').next().unwrap_or_default();
                 std::hint::black_box(Base64::decode_vec(b64).unwrap());
-            })
+            }
         })
     };
 
@@ -201,11 +157,8 @@ async fn run(addr: String, token: String) {
         ("AES-256-GCM encrypt 1 KiB, 1 task", &enc_k, &enc_b, 1),
         ("AES-256-GCM encrypt 1 KiB, 8 tasks", &enc_k, &enc_b, 8),
     ] {
-        let (kr, br) = compare(k, b, tasks).await;
-        println!(
-            "| {label} | {kr:.0} ops/s | {br:.0} ops/s | {:.3} |",
-            kr / br
-        );
+        let (kr, br) = compare(k, b, tasks, Plan::default()).await;
+        println!("{}", row(label, kr, br));
     }
     println!();
     backend.delete_key(&ec).await.unwrap();
