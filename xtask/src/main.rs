@@ -1104,6 +1104,7 @@ fn check_deps() -> Result {
 /// Benches of service backends read the settings `services start` writes.
 const BENCHES: &[(&str, &str)] = &[
     ("keychain-pkcs8", "backend"),
+    ("keychain-pkcs11", "backend"),
     ("keychain-aws", "backend"),
     ("keychain-vault", "backend"),
 ];

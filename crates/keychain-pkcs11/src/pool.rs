@@ -1,7 +1,10 @@
 //! A bounded pool of logged-in sessions on one token, used from blocking threads.
 //!
-//! Every cryptoki call runs on tokio's blocking pool (`spawn_blocking`): PKCS#11 calls block,
-//! some for a long time (RSA key generation, network HSMs). A semaphore bounds the sessions in
+//! PKCS#11 calls block, some for a long time (RSA key generation, network HSMs), so none runs as
+//! async code: on a multi-threaded runtime a call runs in place (`block_in_place`, which hands
+//! the worker's other tasks to another thread), elsewhere on the blocking pool
+//! (`spawn_blocking`). In place avoids two thread hand-offs per call, which cost as much as a
+//! software token's signature. A semaphore bounds the sessions in
 //! use; idle sessions are kept for reuse. Login state in PKCS#11 belongs to the application and
 //! token, not the session, so the first session logs in and later ones inherit it.
 
@@ -14,6 +17,7 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use keychain_core::{Error, ErrorKind, ProviderCode, Result, SecretString};
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
 
 use crate::error::{BACKEND, SessionFate, map, session_fate};
@@ -166,7 +170,7 @@ impl Pool {
             .await
             .map_err(|_| Self::closed_error())?;
         let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
+        let work = move || {
             let _permit = permit;
             if exclusive {
                 let _token = pool
@@ -181,9 +185,12 @@ impl Pool {
                     .unwrap_or_else(PoisonError::into_inner);
                 pool.run_blocking(f)
             }
-        })
-        .await
-        .map_err(|e| {
+        };
+        // block_in_place panics on a current-thread runtime; there the blocking pool it is.
+        if Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread) {
+            return tokio::task::block_in_place(work);
+        }
+        tokio::task::spawn_blocking(work).await.map_err(|e| {
             Error::new(ErrorKind::Unexpected, format!("PKCS#11 worker failed: {e}"))
                 .with_backend(BACKEND)
         })?

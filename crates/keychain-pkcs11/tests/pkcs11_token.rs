@@ -333,3 +333,72 @@ async fn errors_carry_the_pkcs11_code_and_limits_hold() {
     let caps = backend.capabilities();
     assert!(!caps.export_wrapped && !caps.import_wrapped);
 }
+
+/// The module's calls run in place on a multi-threaded runtime's worker (`block_in_place`) and on
+/// the blocking pool elsewhere; both keep sibling futures of one task and other tasks working.
+async fn sign_from_joined_futures_and_tasks(
+    backend: std::sync::Arc<Pkcs11Backend>,
+    name: &keychain_core::KeyName,
+) {
+    let key = KeyRef::from(name);
+    let (a, b) = tokio::join!(
+        backend.sign_message(&key, b"a"),
+        backend.sign_message(&key, b"b")
+    );
+    backend
+        .verify(name, SignInput::message(b"a"), &a.unwrap())
+        .await
+        .unwrap();
+    backend
+        .verify(name, SignInput::message(b"b"), &b.unwrap())
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| {
+            let (backend, key) = (std::sync::Arc::clone(&backend), key.clone());
+            tokio::spawn(async move { (i, backend.sign_message(&key, &[i]).await.unwrap()) })
+        })
+        .collect();
+    for t in tasks {
+        let (i, sig) = t.await.unwrap();
+        backend
+            .verify(name, SignInput::message(&[i]), &sig)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_run_in_place_on_a_multi_threaded_runtime() {
+    let Some(env) = common::env() else { return };
+    let backend = std::sync::Arc::new(env.open().await);
+    let name = env.name("inplace");
+    backend
+        .generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    sign_from_joined_futures_and_tasks(std::sync::Arc::clone(&backend), &name).await;
+    // From a thread of the blocking pool, too.
+    let b = std::sync::Arc::clone(&backend);
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current().block_on(b.sign_message(&KeyRef::from(&n), b"pool"))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    backend.delete_key(&name).await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn calls_go_to_the_blocking_pool_on_a_current_thread_runtime() {
+    let Some(env) = common::env() else { return };
+    let backend = std::sync::Arc::new(env.open().await);
+    let name = env.name("pooled");
+    backend
+        .generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    sign_from_joined_futures_and_tasks(std::sync::Arc::clone(&backend), &name).await;
+    backend.delete_key(&name).await.unwrap();
+}
