@@ -7,7 +7,7 @@ mod provider;
 #[cfg(feature = "rustcrypto")]
 mod rust_crypto;
 
-pub use crate::aead::{AeadCiphertext, HEADER_LEN, NONCE_LEN, TAG_LEN};
+pub use crate::aead::{AUTHENTICATED_LEN, AeadCiphertext, HEADER_LEN, NONCE_LEN, TAG_LEN};
 #[cfg(feature = "aws-lc-rs")]
 pub use crate::aws_lc::AwsLcProvider;
 pub use crate::provider::{AeadKey, CryptoProvider, PrivateKey, default_provider};

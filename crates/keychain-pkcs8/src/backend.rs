@@ -13,7 +13,8 @@ use keychain_core::{
     Signature, SignatureScheme, WrapFormat, WrappedKey, WrappingSpec, async_trait,
 };
 use keychain_crypto::{
-    AeadCiphertext, AeadKey, CryptoProvider, HEADER_LEN, NONCE_LEN, PrivateKey, TAG_LEN,
+    AUTHENTICATED_LEN, AeadCiphertext, AeadKey, CryptoProvider, HEADER_LEN, NONCE_LEN, PrivateKey,
+    TAG_LEN,
 };
 use keychain_storage::{BlobStore, FileStore, FileStoreOptions, MemoryStore};
 use serde::{Deserialize, Serialize};
@@ -389,13 +390,13 @@ impl Pkcs8Backend {
         self.provider.fill_random(&mut nonce)?;
         let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
         AeadCiphertext::write_header(&mut out, version, &nonce);
-        // The header is authenticated as a prefix of the caller's AAD; short AADs (the
-        // common case) are assembled on the stack.
+        // The header's first bytes are authenticated as a prefix of the caller's AAD; short
+        // AADs (the common case) are assembled on the stack.
         let mut small = [0u8; 64];
-        let full_aad: std::borrow::Cow<'_, [u8]> = if HEADER_LEN + aad.len() <= small.len() {
-            small[..HEADER_LEN].copy_from_slice(&out);
-            small[HEADER_LEN..HEADER_LEN + aad.len()].copy_from_slice(aad);
-            std::borrow::Cow::Borrowed(&small[..HEADER_LEN + aad.len()])
+        let full_aad: std::borrow::Cow<'_, [u8]> = if AUTHENTICATED_LEN + aad.len() <= small.len() {
+            small[..AUTHENTICATED_LEN].copy_from_slice(&out[..AUTHENTICATED_LEN]);
+            small[AUTHENTICATED_LEN..AUTHENTICATED_LEN + aad.len()].copy_from_slice(aad);
+            std::borrow::Cow::Borrowed(&small[..AUTHENTICATED_LEN + aad.len()])
         } else {
             AeadCiphertext::full_aad(&out, aad).into()
         };

@@ -339,3 +339,67 @@ async fn missing_password_variable_fails_open() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }
+
+/// Ciphertexts of the first format (the whole header, nonce included, authenticated as the AAD
+/// prefix) still decrypt after the switch to format 2; format 2 is what `encrypt` writes.
+#[tokio::test]
+async fn format_1_ciphertexts_still_decrypt() {
+    use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("keys");
+    let backend = Pkcs8Backend::open(config(&root, PASSWORD)).await.unwrap();
+    let key = [0x42u8; 32];
+    let n = name("legacy");
+    backend
+        .import_key(
+            &n,
+            KeyMaterial::Symmetric(SecretBytes::from_slice(&key)),
+            &ImportSpec::new(),
+        )
+        .await
+        .unwrap();
+    let nonce = [7u8; 12];
+    let mut header = vec![0x4b, 0x01, 0, 0, 0, 1];
+    header.extend_from_slice(&nonce);
+    let aad = [header.as_slice(), b"ctx"].concat();
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&key).unwrap();
+    let body = cipher
+        .encrypt(
+            &aes_gcm::Nonce::from(nonce),
+            Payload {
+                msg: b"written by format 1",
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    let v1 = [header.as_slice(), &body].concat();
+    assert_eq!(
+        backend
+            .decrypt_aead(&n, &v1, b"ctx")
+            .await
+            .unwrap()
+            .expose(),
+        b"written by format 1"
+    );
+    let e = backend.decrypt_aead(&n, &v1, b"other").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity);
+
+    let v2 = backend
+        .encrypt(&KeyRef::from(&n), b"format 2", b"ctx")
+        .await
+        .unwrap();
+    assert_eq!(&v2[..2], &[0x4b, 0x02]);
+    // Format 2 authenticates magic, format and version, then the caller's AAD.
+    let nonce2: [u8; 12] = v2[6..18].try_into().unwrap();
+    let plain = cipher
+        .decrypt(
+            &aes_gcm::Nonce::from(nonce2),
+            Payload {
+                msg: &v2[18..],
+                aad: &[&v2[..6], b"ctx".as_slice()].concat(),
+            },
+        )
+        .unwrap();
+    assert_eq!(plain, b"format 2");
+}
