@@ -672,16 +672,21 @@ fn wait_for_port(port_file: &Path, pid: u32, log: &Path) -> Result<u16> {
     }
 }
 
-/// Stops the moto launcher recorded in `dir/pid` (only if that process still is the launcher)
-/// and removes `dir`.
+/// Stops the moto launcher recorded in `dir/pid` and removes `dir`.
 fn stop_moto(dir: &Path) -> Result {
+    stop_service(dir, "moto", |cmdline| cmdline.contains("moto_launcher.py"))
+}
+
+/// Stops the process recorded in `dir/pid` — only if its command line still is the service's
+/// (`is_service`), so a reused pid is never killed — waits for it to go, and removes `dir`.
+fn stop_service(dir: &Path, what: &str, is_service: fn(&str) -> bool) -> Result {
     let pid_file = dir.join("pid");
     if let Some(pid) = fs::read_to_string(&pid_file)
         .ok()
         .and_then(|t| t.trim().parse::<u32>().ok())
     {
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains("moto_launcher.py") {
+        if is_service(&String::from_utf8_lossy(&cmdline)) {
             run_quiet(Command::new("kill").arg(pid.to_string()))?;
             let deadline = Instant::now() + std::time::Duration::from_secs(10);
             while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
@@ -691,7 +696,7 @@ fn stop_moto(dir: &Path) -> Result {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            println!("services: moto (pid {pid}) stopped");
+            println!("services: {what} (pid {pid}) stopped");
         }
     }
     if dir.exists() {
@@ -790,32 +795,11 @@ fn start_openbao(dir: &Path) -> Result<Vec<(String, String)>> {
     ])
 }
 
-/// Stops the OpenBao server recorded in `dir/pid` (only if that process still is one) and
-/// removes `dir`.
+/// Stops the OpenBao server recorded in `dir/pid` and removes `dir`.
 fn stop_openbao(dir: &Path) -> Result {
-    let pid_file = dir.join("pid");
-    if let Some(pid) = fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok())
-    {
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("bao") && cmdline.contains("server") {
-            run_quiet(Command::new("kill").arg(pid.to_string()))?;
-            let deadline = Instant::now() + std::time::Duration::from_secs(10);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                if fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty()) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            println!("services: OpenBao (pid {pid}) stopped");
-        }
-    }
-    if dir.exists() {
-        fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
-    }
-    Ok(())
+    stop_service(dir, "OpenBao", |cmdline| {
+        cmdline.contains("bao") && cmdline.contains("server")
+    })
 }
 
 /// Where Debian and others install SoftHSM2's module.

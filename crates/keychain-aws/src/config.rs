@@ -182,31 +182,8 @@ impl Config {
                 uri.scheme()
             )));
         }
-        for (name, _) in uri.path_attrs() {
-            if !(name.starts_with("x-") || KNOWN_PATH.contains(&name)) {
-                return Err(Error::invalid_input(format!(
-                    "awskms: URI path attribute `{name}` is unknown; supported are {}",
-                    KNOWN_PATH.join(", ")
-                )));
-            }
-        }
-        for (name, _) in uri.query_attrs() {
-            if !(name.starts_with("x-") || KNOWN_QUERY.contains(&name)) {
-                return Err(Error::invalid_input(format!(
-                    "awskms: URI query attribute `{name}` is unknown; supported are {}",
-                    KNOWN_QUERY.join(", ")
-                )));
-            }
-        }
-        let text = |name: &str| -> Result<Option<String>> {
-            uri.path_attr_bytes(name)
-                .or_else(|| uri.query_attr_bytes(name))
-                .map(|v| {
-                    String::from_utf8(v.to_vec())
-                        .map_err(|_| Error::invalid_input(format!("`{name}` is not UTF-8")))
-                })
-                .transpose()
-        };
+        uri.check_attrs(KNOWN_PATH, KNOWN_QUERY)?;
+        let text = |name: &str| uri.text_attr(name).transpose();
         let number = |name: &str| -> Result<Option<u64>> {
             text(name)?
                 .map(|v| {
