@@ -48,7 +48,7 @@ fn main() {
 }
 
 async fn run(addr: String, token: String) {
-    let prefix = format!("bench-{:08x}-", std::process::id());
+    let prefix = format!("bench-{:08x}.", std::process::id());
     let backend = Arc::new(
         TransitBackend::open(
             Config::new(&addr, SecretSource::value(&token)).with_key_prefix(&prefix),

@@ -19,7 +19,8 @@ use zeroize::Zeroizing;
 pub(crate) struct Call<R> {
     method: RequestMethod,
     path: String,
-    /// Serialized JSON; zeroized because it may carry a plaintext.
+    /// Serialized JSON, zeroized when the call is dropped. It may carry a plaintext; the copy
+    /// the HTTP client sends is not zeroized (reqwest owns it).
     body: Option<Zeroizing<Vec<u8>>>,
     _response: PhantomData<fn() -> R>,
 }
@@ -108,6 +109,8 @@ pub(crate) struct KeyData {
     #[serde(default)]
     pub(crate) exportable: bool,
     #[serde(default)]
+    pub(crate) deletion_allowed: bool,
+    #[serde(default)]
     pub(crate) latest_version: u32,
     #[serde(default)]
     pub(crate) min_decryption_version: u32,
@@ -167,6 +170,13 @@ fn zeroizing<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Zeroizing<String>
 #[derive(Debug, Deserialize)]
 pub(crate) struct RandomBytes {
     pub(crate) random_bytes: String,
+}
+
+/// `GET <mount>/config/keys`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct KeysConfig {
+    #[serde(default)]
+    pub(crate) disable_upsert: bool,
 }
 
 /// `GET sys/seal-status` (answers while sealed).

@@ -1,7 +1,7 @@
 //! The Transit backend: every private-key and AES operation runs in Vault / OpenBao.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,12 +12,13 @@ use keychain_core::{
     PublicKey, Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme, async_trait,
 };
 use serde_json::{Value, json};
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::RwLock as AsyncRwLock;
 use zeroize::Zeroizing;
 
 use crate::api::{self, Call, KeyData, KeyVersionData};
 use crate::config::Config;
 use crate::error::{BACKEND, map};
+use crate::naming;
 use crate::session::Session;
 
 /// The most bytes [`Backend::random`] returns per call.
@@ -40,6 +41,8 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
 struct Resolved {
     algorithm: KeyAlgorithm,
     latest: KeyVersion,
+    /// The oldest version still usable (`KeyInfo::versions`' first).
+    lowest: KeyVersion,
 }
 
 /// The HashiCorp Vault / OpenBao Transit backend. Open with [`TransitBackend::open`]; see the
@@ -53,9 +56,13 @@ pub struct TransitBackend {
     /// Name → algorithm and newest version, so `sign`/`encrypt` cost one request. `key_info`,
     /// `list_keys` and `rotate_key` always read the server and refresh it.
     cache: Mutex<HashMap<KeyName, Arc<Resolved>>>,
-    /// Serializes generate/delete within this backend, keeping "does it exist?" and "create it"
-    /// together (Transit's create is idempotent and would not say).
-    admin: AsyncMutex<()>,
+    /// Generate and delete hold it exclusively, keeping "does it exist?" and "create it"
+    /// together (Transit's create is idempotent and would not say); encrypt holds it shared, so
+    /// that no encrypt of a key this backend is deleting reaches Transit, whose encrypt would
+    /// create the key again ("upsert").
+    admin: AsyncRwLock<()>,
+    /// Bumped by every delete: a key read that started before one is not cached.
+    deletions: AtomicU64,
     closed: AtomicBool,
 }
 
@@ -349,28 +356,41 @@ impl TransitBackend {
     /// whether the mount exists.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidInput`] for an invalid configuration or unreadable TLS files;
-    /// errors of [`keychain_core::SecretSource::resolve`] for the credentials;
-    /// [`ErrorKind::PermissionDenied`] when the server refuses the token or the login.
+    /// [`ErrorKind::InvalidInput`] for an invalid configuration or TLS files that are no PEM
+    /// certificate and key; [`ErrorKind::NotFound`] for TLS files that do not exist; errors of
+    /// [`keychain_core::SecretSource::resolve`] for the credentials; [`ErrorKind::PermissionDenied`]
+    /// when the server refuses the token, [`ErrorKind::Unauthenticated`] when it refuses an
+    /// AppRole or Kubernetes login; non-retryable [`ErrorKind::Unavailable`] when the server's
+    /// TLS certificate is not trusted.
     pub async fn open(config: Config) -> Result<Self> {
         config
             .validate()
             .map_err(|e| e.with_backend(BACKEND).with_operation(Operation::Open))?;
-        let session = Session::open(&config).await?;
+        let settings = crate::session::Settings::from_config(&config)
+            .map_err(|e| e.with_backend(BACKEND).with_operation(Operation::Open))?;
+        let Config {
+            auth,
+            mount,
+            key_prefix,
+            ..
+        } = config;
+        let session = Session::open(settings, auth).await?;
         Ok(Self {
             session,
-            mount: config.mount,
-            prefix: config.key_prefix,
+            mount,
+            prefix: key_prefix,
             caps: capabilities(),
             cache: Mutex::new(HashMap::new()),
-            admin: AsyncMutex::new(()),
+            admin: AsyncRwLock::new(()),
+            deletions: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         })
     }
 
-    /// The Transit key name of `name`: `<key-prefix><name>`.
+    /// The Transit key name of `name`: `<key-prefix><name>` (a leading or trailing `-` escaped
+    /// with a `.`, see the crate docs).
     pub fn transit_name(&self, name: &KeyName) -> String {
-        format!("{}{name}", self.prefix)
+        naming::transit_name(&self.prefix, name)
     }
 
     /// The Transit mount path.
@@ -400,16 +420,29 @@ impl TransitBackend {
             .cloned()
     }
 
-    fn remember(&self, name: &KeyName, info: &KeyInfo) -> Arc<Resolved> {
+    /// Caches what `info` says of `name`, unless a delete ran since `seen` (the deletion count
+    /// when the read started): then the answer may describe a key that is gone.
+    fn remember(&self, name: &KeyName, info: &KeyInfo, seen: u64) -> Arc<Resolved> {
         let resolved = Arc::new(Resolved {
             algorithm: info.algorithm,
             latest: info.version,
+            lowest: info.versions.first().map_or(1, |v| v.version),
         });
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone(), Arc::clone(&resolved));
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if self.deletions.load(Ordering::Acquire) == seen {
+            cache.insert(name.clone(), Arc::clone(&resolved));
+        }
         resolved
+    }
+
+    /// Drops the cached entry when `result` says the key may be gone or different.
+    fn forget_on<T>(&self, name: &KeyName, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result
+            && matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Integrity)
+        {
+            self.forget(name);
+        }
+        result
     }
 
     fn forget(&self, name: &KeyName) {
@@ -435,25 +468,29 @@ impl TransitBackend {
         }
     }
 
-    /// The key's metadata, read from the server (and cached).
-    async fn info(&self, name: &KeyName) -> Result<KeyInfo> {
+    /// The key's metadata, read from the server (and cached), with what was cached.
+    async fn info_resolved(&self, name: &KeyName) -> Result<(KeyInfo, Arc<Resolved>)> {
+        let seen = self.deletions.load(Ordering::Acquire);
         let data = self.read(name).await?.ok_or_else(|| {
+            self.forget(name);
             Error::not_found(format!("no Transit key {}", self.transit_name(name)))
                 .with_backend(BACKEND)
         })?;
         let info = key_info(name, &data)?;
-        self.remember(name, &info);
-        Ok(info)
+        let resolved = self.remember(name, &info, seen);
+        Ok((info, resolved))
+    }
+
+    /// The key's metadata, read from the server (and cached).
+    async fn info(&self, name: &KeyName) -> Result<KeyInfo> {
+        Ok(self.info_resolved(name).await?.0)
     }
 
     /// The key as cached, else read from the server.
     async fn resolve(&self, name: &KeyName) -> Result<Arc<Resolved>> {
         match self.cached(name) {
             Some(r) => Ok(r),
-            None => {
-                let info = self.info(name).await?;
-                Ok(self.remember(name, &info))
-            }
+            None => Ok(self.info_resolved(name).await?.1),
         }
     }
 
@@ -462,20 +499,17 @@ impl TransitBackend {
     async fn target(&self, key: &KeyRef) -> Result<(Arc<Resolved>, Option<KeyVersion>)> {
         let mut resolved = self.resolve(key.name()).await?;
         if let Some(v) = key.version() {
-            if v == 0 {
-                return Err(Error::not_found("key versions start at 1").with_backend(BACKEND));
+            if v > resolved.latest || v < resolved.lowest {
+                resolved = self.info_resolved(key.name()).await?.1;
             }
-            if v > resolved.latest {
-                let info = self.info(key.name()).await?;
-                resolved = self.remember(key.name(), &info);
-                if v > resolved.latest {
-                    return Err(Error::not_found(format!(
-                        "key {} has no version {v} (latest is {})",
-                        key.name(),
-                        resolved.latest
-                    ))
-                    .with_backend(BACKEND));
-                }
+            if v > resolved.latest || v < resolved.lowest {
+                return Err(Error::not_found(format!(
+                    "key {} has no usable version {v} (versions {} to {})",
+                    key.name(),
+                    resolved.lowest,
+                    resolved.latest
+                ))
+                .with_backend(BACKEND));
             }
         }
         Ok((resolved, key.version()))
@@ -504,7 +538,14 @@ impl TransitBackend {
                 "a Transit {key_type} key can have the usages {possible:?}, not {usages:?}"
             )));
         }
-        let _admin = self.admin.lock().await;
+        if spec.exportable {
+            // Transit's `exportable` is irreversible and hands out the raw key to any token
+            // that may read `<mount>/export/...`; without keychain's export, nothing to ask for.
+            return Err(Error::unsupported(
+                "exportable Transit keys: this backend does not export keys yet",
+            ));
+        }
+        let _admin = self.admin.write().await;
         if self.read(name).await?.is_some() {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
@@ -512,16 +553,13 @@ impl TransitBackend {
             )
             .with_backend(BACKEND));
         }
-        let mut body = json!({ "type": key_type });
-        if spec.exportable {
-            body["exportable"] = Value::Bool(true);
-        }
+        let body = json!({ "type": key_type });
         let current = self.session.client().await?;
         api::empty(&current.client, Call::post(self.path("keys", name), &body))
             .await
             .map_err(map)?;
         let info = self.info(name).await?;
-        if info.algorithm != spec.algorithm || info.version != 1 {
+        if info.algorithm != spec.algorithm || info.version != 1 || info.exportable {
             // Another client created the same name at the same moment (Transit's create is
             // idempotent, so neither request failed): the key is theirs.
             return Err(Error::new(
@@ -537,27 +575,35 @@ impl TransitBackend {
     }
 
     async fn delete(&self, name: &KeyName) -> Result<()> {
-        let _admin = self.admin.lock().await;
+        let _admin = self.admin.write().await;
         self.forget(name);
-        if self.read(name).await?.is_none() {
+        let Some(data) = self.read(name).await? else {
             return Err(
                 Error::not_found(format!("no Transit key {}", self.transit_name(name)))
                     .with_backend(BACKEND),
             );
-        }
+        };
         let current = self.session.client().await?;
+        let config = format!("{}/config", self.path("keys", name));
         api::empty(
             &current.client,
-            Call::post(
-                format!("{}/config", self.path("keys", name)),
-                &json!({ "deletion_allowed": true }),
-            ),
+            Call::post(config.clone(), &json!({ "deletion_allowed": true })),
         )
         .await
         .map_err(map)?;
-        api::empty(&current.client, Call::delete(self.path("keys", name)))
+        let deleted = api::empty(&current.client, Call::delete(self.path("keys", name)))
             .await
-            .map_err(map)?;
+            .map_err(map);
+        if deleted.is_err() && !data.deletion_allowed {
+            // The key stays: do not leave it deletable by anyone who may delete.
+            let _ = api::empty(
+                &current.client,
+                Call::post(config, &json!({ "deletion_allowed": false })),
+            )
+            .await;
+        }
+        deleted?;
+        self.deletions.fetch_add(1, Ordering::AcqRel);
         self.forget(name);
         Ok(())
     }
@@ -582,8 +628,7 @@ impl TransitBackend {
         };
         let mut names: Vec<KeyName> = names
             .iter()
-            .filter_map(|n| n.strip_prefix(self.prefix.as_str()))
-            .filter_map(|n| KeyName::new(n).ok())
+            .filter_map(|n| naming::key_name(&self.prefix, n))
             .collect();
         names.sort();
         let mut out = Vec::with_capacity(names.len());
@@ -651,6 +696,8 @@ impl TransitBackend {
     }
 
     async fn encrypt_inner(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        // Shared with other encrypts, exclusive of this backend's deletes (see `admin`).
+        let _admin = self.admin.read().await;
         let (resolved, version) = self.target(key).await?;
         if !resolved.algorithm.is_symmetric() {
             return Err(Error::invalid_input(format!(
@@ -718,11 +765,34 @@ impl TransitBackend {
                 )));
             }
         }
+        let pinned = version.is_some();
         let version = version.unwrap_or(resolved.latest);
+        let result = self.decrypt_oaep(key.name(), version, ciphertext).await;
+        match result {
+            // Another client may have rotated the key: the ciphertext may be for the newer
+            // public key. Read the key again and try its latest version once.
+            Err(e) if !pinned && e.kind() == ErrorKind::Integrity => {
+                let fresh = self.info_resolved(key.name()).await?.1;
+                if fresh.latest == version {
+                    return Err(e);
+                }
+                self.decrypt_oaep(key.name(), fresh.latest, ciphertext)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn decrypt_oaep(
+        &self,
+        name: &KeyName,
+        version: KeyVersion,
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
         let body = json!({
             "ciphertext": format!("vault:v{version}:{}", Base64::encode_string(ciphertext)),
         });
-        self.transit_decrypt(key.name(), &body).await
+        self.transit_decrypt(name, &body).await
     }
 
     async fn transit_decrypt(&self, name: &KeyName, body: &Value) -> Result<SecretBytes> {
@@ -793,13 +863,18 @@ impl TransitBackend {
             health.status = HealthStatus::Unavailable;
             return Ok(health.with_detail("sealed", "true"));
         }
-        // The mount answers (and the token may use it): list is the cheapest Transit read.
-        match api::data::<api::KeyList>(&current.client, Call::list(format!("{}/keys", self.mount)))
-            .await
-            .map_err(map)
+        // The mount answers (and the token may read it), and whether Transit's encrypt creates
+        // missing keys ("upsert") — which it should not for applications (see the crate docs).
+        match api::data::<api::KeysConfig>(
+            &current.client,
+            Call::get(format!("{}/config/keys", self.mount)),
+        )
+        .await
+        .map_err(map)
         {
-            Ok(_) => Ok(health),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(health),
+            Ok(config) => {
+                Ok(health.with_detail("disable-upsert", config.disable_upsert.to_string()))
+            }
             Err(e) => {
                 health.status = HealthStatus::Degraded;
                 Ok(health.with_detail("transit", e.to_string()))
@@ -873,7 +948,8 @@ impl Backend for TransitBackend {
     ) -> Result<Signature> {
         let op = Operation::Sign;
         self.check_open(op)?;
-        self.sign_inner(key, input, scheme).await.map_err(|e| {
+        let result = self.sign_inner(key, input, scheme).await;
+        self.forget_on(key.name(), result).map_err(|e| {
             e.with_backend(BACKEND)
                 .with_operation(op)
                 .with_key(key.name())
@@ -902,19 +978,19 @@ impl Backend for TransitBackend {
     ) -> Result<SecretBytes> {
         let op = Operation::Decrypt;
         self.check_open(op)?;
-        self.decrypt_rsa(key, ciphertext, padding)
-            .await
-            .map_err(|e| {
-                e.with_backend(BACKEND)
-                    .with_operation(op)
-                    .with_key(key.name())
-            })
+        let result = self.decrypt_rsa(key, ciphertext, padding).await;
+        self.forget_on(key.name(), result).map_err(|e| {
+            e.with_backend(BACKEND)
+                .with_operation(op)
+                .with_key(key.name())
+        })
     }
 
     async fn encrypt(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let op = Operation::Encrypt;
         self.check_open(op)?;
-        self.encrypt_inner(key, plaintext, aad).await.map_err(|e| {
+        let result = self.encrypt_inner(key, plaintext, aad).await;
+        self.forget_on(key.name(), result).map_err(|e| {
             e.with_backend(BACKEND)
                 .with_operation(op)
                 .with_key(key.name())
@@ -929,8 +1005,8 @@ impl Backend for TransitBackend {
     ) -> Result<SecretBytes> {
         let op = Operation::DecryptAead;
         self.check_open(op)?;
-        self.decrypt_aead_inner(name, ciphertext, aad)
-            .await
+        let result = self.decrypt_aead_inner(name, ciphertext, aad).await;
+        self.forget_on(name, result)
             .map_err(|e| e.with_backend(BACKEND).with_operation(op).with_key(name))
     }
 

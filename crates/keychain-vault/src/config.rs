@@ -20,7 +20,7 @@ pub const DEFAULT_KUBERNETES_JWT: &str = "/var/run/secrets/kubernetes.io/service
 /// address = "https://vault.internal:8200"
 /// mount = "transit"                      # the Transit secrets engine's mount path
 /// namespace = "team-a"                   # Vault Enterprise / OpenBao namespace (optional)
-/// key-prefix = "billing-"                # keys are <key-prefix><name> in the mount
+/// key-prefix = "billing."                # keys are <key-prefix><name> in the mount
 /// ca-bundle = "/etc/ssl/vault-ca.pem"    # PEM CA certificates to trust (optional)
 /// client-cert = "/etc/vault/client.pem"  # mutual TLS (optional, with client-key)
 /// client-key = "/etc/vault/client.key"
@@ -48,8 +48,8 @@ pub struct Config {
     /// The Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`); `None`: the root.
     pub namespace: Option<String>,
     /// Keys are `<key-prefix><name>` in the mount, so several keychains (or tests) can share
-    /// one; `list_keys` shows only the keys under it. Characters of a key name; empty or ending
-    /// in `-` or `_`.
+    /// one; `list_keys` shows only the keys under it. Empty, or dot-terminated segments of
+    /// key-name characters (`billing.`, `team.app.`); see the crate docs for the mapping.
     pub key_prefix: String,
     /// PEM file of CA certificates to trust besides the system's, for `https://` addresses.
     pub ca_bundle: Option<PathBuf>,
@@ -296,7 +296,7 @@ impl Config {
         if let Some(ns) = &self.namespace {
             validate_path("namespace", ns)?;
         }
-        validate_prefix(&self.key_prefix)?;
+        crate::naming::validate_prefix(&self.key_prefix)?;
         if self.client_cert.is_some() != self.client_key.is_some() {
             return Err(Error::invalid_input(
                 "mutual TLS needs both client-cert and client-key",
@@ -329,30 +329,6 @@ fn validate_path(what: &str, path: &str) -> Result<()> {
     }
 }
 
-/// A key prefix: key-name characters, ending in a separator so that one prefix's names are never
-/// read as another's.
-pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
-    if let Some(c) = prefix
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-')))
-    {
-        return Err(Error::invalid_input(format!(
-            "key-prefix contains {c:?}; allowed are A-Z a-z 0-9 _ -"
-        )));
-    }
-    if !(prefix.is_empty() || prefix.ends_with(['-', '_'])) {
-        return Err(Error::invalid_input(format!(
-            "key-prefix {prefix:?} must end with `-` or `_`"
-        )));
-    }
-    if prefix.len() > 64 {
-        return Err(Error::invalid_input(
-            "key-prefix is longer than 64 characters",
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test assertions")]
@@ -368,7 +344,7 @@ mod tests {
             address = "https://vault.internal:8200"
             mount = "kv/transit"
             namespace = "team-a"
-            key-prefix = "app-"
+            key-prefix = "app."
             ca-bundle = "/etc/ca.pem"
             timeout-ms = 500
             [auth]
@@ -380,7 +356,7 @@ mod tests {
         .unwrap();
         c.validate().unwrap();
         assert_eq!(c.mount, "kv/transit");
-        assert_eq!(c.key_prefix, "app-");
+        assert_eq!(c.key_prefix, "app.");
         assert_eq!(c.timeout_ms, 500);
         assert!(matches!(&c.auth, Auth::AppRole { mount, .. } if mount == "approle"));
         assert!(!format!("{c:?}").contains("s3cr3t"));
@@ -414,7 +390,7 @@ mod tests {
             ok().with_mount("a//b"),
             ok().with_namespace("a b"),
             ok().with_key_prefix("app"),
-            ok().with_key_prefix("a.b-"),
+            ok().with_key_prefix("app-"),
             ok().with_timeout_ms(0),
             Config {
                 client_cert: Some("/c.pem".into()),
@@ -427,16 +403,13 @@ mod tests {
                 "{bad:?}"
             );
         }
-        for good in ["", "app-", "app_", "a-b_c-"] {
-            validate_prefix(good).unwrap();
-        }
         ok().with_mount("team/transit").validate().unwrap();
     }
 
     #[test]
     fn from_uri() {
         let uri: KeyUri = "transit:mount=tr;name=signer;version=2\
-            ?address=https://vault:8200&namespace=ns1&key-prefix=kc-&timeout-ms=900\
+            ?address=https://vault:8200&namespace=ns1&key-prefix=kc.&timeout-ms=900\
             &role-id-source=env:R&secret-id-source=file:/run/s"
             .parse()
             .unwrap();
@@ -444,7 +417,7 @@ mod tests {
         assert_eq!(c.address, "https://vault:8200");
         assert_eq!(c.mount, "tr");
         assert_eq!(c.namespace.as_deref(), Some("ns1"));
-        assert_eq!(c.key_prefix, "kc-");
+        assert_eq!(c.key_prefix, "kc.");
         assert_eq!(c.timeout_ms, 900);
         assert!(matches!(c.auth, Auth::AppRole { .. }));
         let t: KeyUri = "transit:name=x?address=http://127.0.0.1:1&token-source=env:TOK"

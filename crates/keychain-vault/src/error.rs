@@ -15,7 +15,12 @@ pub(crate) const BACKEND: &str = "transit";
 /// The kind of a Transit HTTP 400, from its message.
 fn kind_of_bad_request(message: &str) -> ErrorKind {
     let m = message.to_ascii_lowercase();
-    if m.contains("not found") || m.contains("no existing key") {
+    if m.contains("not found")
+        || m.contains("no existing key")
+        || m.contains("higher than the latest key version")
+        || m.contains("less than the minimum")
+    {
+        // A missing key, or a version that does not exist (any more) for this operation.
         ErrorKind::NotFound
     } else if m.contains("message authentication failed")
         || m.contains("invalid ciphertext")
@@ -43,6 +48,11 @@ pub(crate) fn kind_of_status(status: u16, messages: &[String]) -> ErrorKind {
         400 => kind_of_bad_request(&messages.join("; ")),
         401 => ErrorKind::Unauthenticated,
         403 => ErrorKind::PermissionDenied,
+        // No secrets engine at the path: the configured mount is wrong (a missing key is a 404
+        // with no message, or a 400 saying so).
+        404 if messages.iter().any(|m| m.contains("no handler for route")) => {
+            ErrorKind::InvalidInput
+        }
         404 => ErrorKind::NotFound,
         405 => ErrorKind::Unsupported,
         408 => ErrorKind::Timeout,
@@ -50,7 +60,7 @@ pub(crate) fn kind_of_status(status: u16, messages: &[String]) -> ErrorKind {
         412 => ErrorKind::Unavailable,
         429 => ErrorKind::RateLimited,
         // Transit reports an RSA ciphertext that does not decrypt as an internal error.
-        500 if messages.iter().any(|m| m.contains("decrypt")) => ErrorKind::Integrity,
+        500 if messages.iter().any(|m| m.contains("failed to RSA decrypt")) => ErrorKind::Integrity,
         500..=599 => ErrorKind::Unavailable,
         _ => ErrorKind::Unexpected,
     }
@@ -75,6 +85,20 @@ fn transport<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a reqwest
     None
 }
 
+/// Whether a transport failure is a refused TLS certificate (rustls's "invalid peer
+/// certificate", anywhere in the chain).
+fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("invalid peer certificate") || text.contains("certificate verify") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// A vaultrs error as a keychain [`Error`]: kind by HTTP status (and Transit's message for 400),
 /// message with the server's words, the status in [`ProviderCode::Http`].
 ///
@@ -94,7 +118,12 @@ pub(crate) fn map(e: ClientError) -> Error {
             } else {
                 Cow::Owned(format!("HTTP {code}: {}", errors.join("; ")))
             };
-            Error::new(kind, message).with_code(ProviderCode::Http(code))
+            let err = Error::new(kind, message).with_code(ProviderCode::Http(code));
+            if kind == ErrorKind::InvalidInput && code == 404 {
+                err.with_context("no Transit engine at this path: check `mount`")
+            } else {
+                err
+            }
         }
         ClientError::RestClientError { source } => return map_rest(source),
         ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => Error::new(
@@ -146,7 +175,15 @@ fn map_rest(e: RestError) -> Error {
                 _ => "failed",
             };
             // The URL names the mount and the key, never a payload or token.
-            Error::new(kind, format!("request to {url} {what}: {source:#}"))
+            let detail = format!("{source:#}");
+            let err = Error::new(kind, format!("request to {url} {what}: {detail}"));
+            if certificate_refused(source.as_ref()) {
+                // Trust is configuration: waiting and retrying will not change it.
+                err.with_context("the server's TLS certificate is not trusted (see `ca-bundle`)")
+                    .with_retryable(false)
+            } else {
+                err
+            }
         }
         RestError::ResponseParseError { .. } | RestError::ResponseConversionError { .. } => {
             Error::new(
@@ -205,8 +242,26 @@ mod tests {
             (
                 400,
                 "requested version for encryption is higher than the latest key version",
+                ErrorKind::NotFound,
+                false,
+            ),
+            (
+                400,
+                "missing plaintext to encrypt",
                 ErrorKind::InvalidInput,
                 false,
+            ),
+            (
+                404,
+                "no handler for route \"nomount/keys/x\". route entry not found.",
+                ErrorKind::InvalidInput,
+                false,
+            ),
+            (
+                500,
+                "failed to decrypt the storage entry",
+                ErrorKind::Unavailable,
+                true,
             ),
             (403, "permission denied", ErrorKind::PermissionDenied, false),
             (429, "", ErrorKind::RateLimited, true),

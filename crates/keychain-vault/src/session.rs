@@ -8,7 +8,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use keychain_core::{Error, ErrorKind, Operation, Result, SecretString};
+use keychain_core::{Error, ErrorKind, Operation, Result, SecretSource, SecretString};
 use tokio::sync::Mutex as AsyncMutex;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use zeroize::Zeroizing;
@@ -17,7 +17,7 @@ use crate::config::{Auth, Config};
 use crate::error::{BACKEND, map};
 
 /// What the client is built from, minus the token.
-struct Settings {
+pub(crate) struct Settings {
     address: String,
     namespace: Option<String>,
     ca_bundle: Option<String>,
@@ -26,26 +26,32 @@ struct Settings {
     timeout: Duration,
 }
 
-/// Credentials, resolved from their sources when the backend opened.
+/// How the backend logs in. Login credentials stay sources and are resolved at every login, so
+/// a rotated secret-id file or projected service-account token is read afresh.
 enum Login {
+    /// A token, resolved once at open.
     Token(SecretString),
     AppRole {
         mount: String,
-        role_id: SecretString,
-        secret_id: SecretString,
+        role_id: SecretSource,
+        secret_id: SecretSource,
     },
     Kubernetes {
         mount: String,
         role: String,
-        jwt: SecretString,
+        jwt: SecretSource,
     },
 }
 
 /// A client with a token, and when to renew it.
 pub(crate) struct Current {
     pub(crate) client: VaultClient,
+    /// The token (for login methods: to rebuild the client after a renewal).
+    token: Zeroizing<String>,
     /// `None`: the token does not expire, or cannot be renewed.
     renew_at: Option<Instant>,
+    /// The TTL the last login or renewal granted, in seconds.
+    lease: u64,
 }
 
 pub(crate) struct Session {
@@ -70,6 +76,9 @@ impl std::fmt::Debug for Session {
 fn open_err(e: Error) -> Error {
     e.with_backend(BACKEND).with_operation(Operation::Open)
 }
+
+/// How long to wait before renewing again after the server could not be reached.
+const RETRY_RENEWAL: Duration = Duration::from_secs(5);
 
 /// When to renew a token with `ttl` left: after two thirds of it.
 fn renew_time(ttl_secs: u64) -> Option<Instant> {
@@ -109,7 +118,7 @@ fn login_failed(e: Error, method: &str) -> Error {
 }
 
 impl Settings {
-    fn from_config(config: &Config) -> Result<Self> {
+    pub(crate) fn from_config(config: &Config) -> Result<Self> {
         let identity = match (&config.client_cert, &config.client_key) {
             (Some(cert), Some(key)) => {
                 let mut pem = read_file(cert, "client certificate")?;
@@ -173,44 +182,47 @@ impl Settings {
 impl Session {
     /// Resolves the credentials and logs in. With a token, looks it up to learn its TTL (a token
     /// the server refuses fails here; an unreachable server does not: the first call retries).
-    pub(crate) async fn open(config: &Config) -> Result<Self> {
-        let settings = Settings::from_config(config).map_err(open_err)?;
-        let login = match &config.auth {
+    pub(crate) async fn open(settings: Settings, auth: Auth) -> Result<Self> {
+        let login = match auth {
             Auth::Token { token } => Login::Token(token.resolve("Vault token").map_err(open_err)?),
             Auth::AppRole {
                 role_id,
                 secret_id,
                 mount,
             } => Login::AppRole {
-                mount: mount.clone(),
-                role_id: role_id.resolve("AppRole role id").map_err(open_err)?,
-                secret_id: secret_id.resolve("AppRole secret id").map_err(open_err)?,
+                mount,
+                role_id,
+                secret_id,
             },
-            Auth::Kubernetes { role, jwt, mount } => Login::Kubernetes {
-                mount: mount.clone(),
-                role: role.clone(),
-                jwt: jwt
-                    .resolve("Kubernetes service-account token")
-                    .map_err(open_err)?,
-            },
+            Auth::Kubernetes { role, jwt, mount } => Login::Kubernetes { mount, role, jwt },
         };
         let current = match &login {
             Login::Token(token) => {
                 let client = settings.client(token.expose()).map_err(open_err)?;
-                let renew_at = match vaultrs::token::lookup_self(&client).await {
-                    Ok(info) if info.renewable == Some(true) => renew_time(info.ttl),
-                    Ok(_) => None,
+                let (renew_at, lease) = match vaultrs::token::lookup_self(&client).await {
+                    Ok(info) if info.renewable == Some(true) => (renew_time(info.ttl), info.ttl),
+                    Ok(info) => (None, info.ttl),
                     Err(e) => {
                         let e = map(e);
                         if e.retryable() {
                             // Not reachable now: look again on the first call.
-                            Some(Instant::now())
-                        } else {
+                            (Some(Instant::now()), 0)
+                        } else if matches!(
+                            e.kind(),
+                            ErrorKind::PermissionDenied | ErrorKind::Unauthenticated
+                        ) {
                             return Err(open_err(e.with_context("the token was refused")));
+                        } else {
+                            return Err(open_err(e));
                         }
                     }
                 };
-                Current { client, renew_at }
+                Current {
+                    client,
+                    token: Zeroizing::new(token.expose().to_owned()),
+                    renew_at,
+                    lease,
+                }
             }
             _ => Self::log_in(&settings, &login).await.map_err(open_err)?,
         };
@@ -235,7 +247,7 @@ impl Session {
         !matches!(self.login, Login::Token(_))
     }
 
-    /// Logs in with AppRole or Kubernetes credentials.
+    /// Logs in with AppRole or Kubernetes credentials, resolving them now.
     async fn log_in(settings: &Settings, login: &Login) -> Result<Current> {
         let anonymous = settings.client("")?;
         let auth = match login {
@@ -249,15 +261,20 @@ impl Session {
                 mount,
                 role_id,
                 secret_id,
-            } => vaultrs::auth::approle::login(
-                &anonymous,
-                mount,
-                role_id.expose(),
-                secret_id.expose(),
-            )
-            .await
-            .map_err(|e| login_failed(map(e), "AppRole"))?,
+            } => {
+                let role_id = role_id.resolve("AppRole role id")?;
+                let secret_id = secret_id.resolve("AppRole secret id")?;
+                vaultrs::auth::approle::login(
+                    &anonymous,
+                    mount,
+                    role_id.expose(),
+                    secret_id.expose(),
+                )
+                .await
+                .map_err(|e| login_failed(map(e), "AppRole"))?
+            }
             Login::Kubernetes { mount, role, jwt } => {
+                let jwt = jwt.resolve("Kubernetes service-account token")?;
                 vaultrs::auth::kubernetes::login(&anonymous, mount, role, jwt.expose())
                     .await
                     .map_err(|e| login_failed(map(e), "Kubernetes"))?
@@ -267,7 +284,9 @@ impl Session {
         let client = settings.client(&token)?;
         Ok(Current {
             client,
+            token,
             renew_at: renew_time(auth.lease_duration),
+            lease: auth.lease_duration,
         })
     }
 
@@ -294,49 +313,53 @@ impl Session {
         Ok(next)
     }
 
-    /// Renews the token; logs in again when renewal fails or the TTL no longer grows (max TTL)
-    /// and the method can. A static token that cannot be renewed is used until the server
-    /// refuses it.
+    /// Renews the token. With a login method, logs in again when the server refuses the
+    /// renewal or grants less than half the previous TTL (the token nears its max TTL), and
+    /// revokes the replaced token. An unreachable server keeps the token and tries again 5 s
+    /// later. A static token that cannot be renewed is used until the server refuses it.
     async fn renew(&self, current: &Current) -> Result<Current> {
-        let renewed = vaultrs::token::renew_self(&current.client, None).await;
-        let token = match &self.login {
-            Login::Token(token) => token,
-            login => {
-                return match renewed {
-                    // A renewal that still leaves a usable TTL keeps the token.
-                    Ok(auth) if auth.lease_duration >= 60 => Ok(Current {
-                        client: self.settings.client(&Zeroizing::new(auth.client_token))?,
-                        renew_at: renew_time(auth.lease_duration),
-                    }),
-                    _ => Self::log_in(&self.settings, login).await,
-                };
-            }
+        let keep = |renew_at: Option<Instant>, lease: u64| -> Result<Current> {
+            Ok(Current {
+                client: self.settings.client(&current.token)?,
+                token: current.token.clone(),
+                renew_at,
+                lease,
+            })
         };
+        let renewed = vaultrs::token::renew_self(&current.client, None).await;
         match renewed {
-            Ok(auth) => Ok(Current {
-                client: self.settings.client(token.expose())?,
-                renew_at: renew_time(auth.lease_duration),
-            }),
+            Ok(auth) if matches!(self.login, Login::Token(_)) => {
+                return keep(renew_time(auth.lease_duration), auth.lease_duration);
+            }
+            Ok(auth) if auth.lease_duration.saturating_mul(2) >= current.lease => {
+                return keep(renew_time(auth.lease_duration), auth.lease_duration);
+            }
+            // Less than half the previous TTL: the token nears its max TTL.
+            Ok(_) => {}
             Err(e) => {
                 let e = map(e);
                 if e.retryable() {
-                    // Unreachable: keep the token and try again on a later call.
-                    Ok(Current {
-                        client: self.settings.client(token.expose())?,
-                        renew_at: Some(Instant::now() + Duration::from_secs(5)),
-                    })
-                } else {
+                    return keep(Some(Instant::now() + RETRY_RENEWAL), current.lease);
+                }
+                if matches!(self.login, Login::Token(_)) {
                     tracing::warn!(
                         target: "keychain::vault",
                         error = %e,
                         "the Vault token could not be renewed; using it until it expires"
                     );
-                    Ok(Current {
-                        client: self.settings.client(token.expose())?,
-                        renew_at: None,
-                    })
+                    return keep(None, current.lease);
                 }
             }
+        }
+        match Self::log_in(&self.settings, &self.login).await {
+            Ok(next) => {
+                // The replaced token was this backend's own: nobody else will use it.
+                let _ = vaultrs::token::revoke_self(&current.client).await;
+                Ok(next)
+            }
+            // The old token may still work for a while: keep it and try again later.
+            Err(e) if e.retryable() => keep(Some(Instant::now() + RETRY_RENEWAL), current.lease),
+            Err(e) => Err(e),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64ct::{Base64, Encoding as _};
 use keychain_core::{
-    Backend, BackendExt, ErrorKind, HashAlg, HealthStatus, KeyAlgorithm, KeyRef, KeySpec,
+    Backend, BackendExt, ErrorKind, HashAlg, HealthStatus, KeyAlgorithm, KeyName, KeyRef, KeySpec,
     ProviderCode, SecretSource, SignInput, SignatureScheme,
 };
 use keychain_vault::{Auth, Config, TransitBackend};
@@ -478,11 +478,16 @@ async fn approle_login_and_refused_secret_id() {
     b.delete_key(&name).await.unwrap();
     b.close().await.unwrap();
 
-    let e = TransitBackend::open(config("00000000-0000-0000-0000-000000000000"))
-        .await
-        .unwrap_err();
+    let wrong = "00000000-0000-0000-0000-000000000000";
+    let e = TransitBackend::open(config(wrong)).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
-    assert!(!e.to_string().contains(secret_id.trim()));
+    for shown in [e.to_string(), format!("{e:?}")] {
+        assert!(!shown.contains(wrong), "the secret id sent shows: {shown}");
+        assert!(
+            !shown.contains(role_id.trim()),
+            "the role id shows: {shown}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -558,11 +563,16 @@ async fn tls_with_the_servers_ca_and_without_it() {
         .await
         .unwrap();
 
-    // The dev CA is in no trust store: without it the backend opens (the token lookup's
-    // transport error counts as "unreachable") and every call fails.
-    let untrusted = TransitBackend::open(config()).await.unwrap();
-    let e = untrusted.key_info(&KeyRef::from(&name)).await.unwrap_err();
+    // The dev CA is in no trust store: without it the token lookup at open is refused by TLS,
+    // a configuration error (not retryable), named as such.
+    let e = TransitBackend::open(config()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(
+        !e.retryable(),
+        "an untrusted certificate is configuration, not a blip: {e}"
+    );
+    assert!(e.to_string().contains("not trusted"), "{e}");
+    assert!(!e.to_string().contains("refused"), "{e}");
 
     let mut insecure = config();
     insecure.danger_accept_invalid_certs = true;
@@ -633,4 +643,209 @@ async fn a_server_that_never_answers_times_out() {
     let e = b.list_keys().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     assert!(e.retryable());
+}
+
+#[tokio::test]
+async fn encrypt_never_recreates_a_key_deleted_behind_the_cache() {
+    let Some(env) = common::env() else { return };
+    // A mount of the test's own with Transit's upsert off, as the README advises.
+    let mount = format!("kt-strict-{}", common::random_hex(4));
+    env.bao(&["secrets", "enable", &format!("-path={mount}"), "transit"])
+        .unwrap();
+    env.bao(&[
+        "write",
+        &format!("{mount}/config/keys"),
+        "disable_upsert=true",
+    ])
+    .unwrap();
+    let b = TransitBackend::open(env.config().with_mount(&mount))
+        .await
+        .unwrap();
+    let health = b.health().await.unwrap();
+    assert!(
+        health
+            .details
+            .iter()
+            .any(|(k, v)| k == "disable-upsert" && v == "true"),
+        "{health:?}"
+    );
+    let name = env.name("upsert");
+    let key = KeyRef::from(&name);
+    b.generate_key(&name, &KeySpec::new(KeyAlgorithm::Aes256Gcm))
+        .await
+        .unwrap();
+    b.encrypt(&key, b"warm", b"").await.unwrap(); // the cache knows the key now
+    let path = format!("{mount}/keys/{}", env.transit(&name));
+    env.bao(&["write", &format!("{path}/config"), "deletion_allowed=true"])
+        .unwrap();
+    env.bao(&["delete", &path]).unwrap();
+    let e = b.encrypt(&key, b"after delete", b"").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(
+        env.bao(&["read", &path]).is_err(),
+        "encrypt created the key again"
+    );
+    // The stale entry is gone: the name can be generated again.
+    b.generate_key(&name, &KeySpec::new(KeyAlgorithm::Aes256Gcm))
+        .await
+        .unwrap();
+    // On the default mount (upsert on) health says so.
+    let default = env.open().await;
+    let health = default.health().await.unwrap();
+    assert!(
+        health
+            .details
+            .iter()
+            .any(|(k, v)| k == "disable-upsert" && v == "false"),
+        "{health:?}"
+    );
+}
+
+#[tokio::test]
+async fn names_ending_in_a_dash_and_nested_prefixes() {
+    let Some(env) = common::env() else { return };
+    let outer = TransitBackend::open(env.config()).await.unwrap();
+    let inner_prefix = format!("{}inner.", common::prefix());
+    let inner = TransitBackend::open(env.config().with_key_prefix(&inner_prefix))
+        .await
+        .unwrap();
+    let tag = common::random_hex(3);
+    let names: Vec<KeyName> = [format!("{tag}-"), format!("{tag}--"), format!("{tag}_-")]
+        .into_iter()
+        .map(|n| KeyName::new(n).unwrap())
+        .collect();
+    for n in &names {
+        inner
+            .generate_key(n, &KeySpec::new(KeyAlgorithm::Ed25519))
+            .await
+            .unwrap();
+        let sig = inner
+            .sign(
+                &KeyRef::from(n),
+                SignInput::message(b"dash"),
+                SignatureScheme::Ed25519,
+            )
+            .await
+            .unwrap();
+        inner
+            .verify(n, SignInput::message(b"dash"), &sig)
+            .await
+            .unwrap();
+        let t = inner.transit_name(n);
+        assert!(
+            t.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_'),
+            "{t}"
+        );
+        assert!(
+            env.bao(&["read", &format!("transit/keys/{t}")]).is_ok(),
+            "{t}"
+        );
+    }
+    let listed: Vec<KeyName> = inner
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    for n in &names {
+        assert!(listed.contains(n), "{n} not listed: {listed:?}");
+        // The outer prefix does not see (or delete) the inner one's keys.
+        assert_eq!(
+            outer.delete_key(n).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+    let outer_listed: Vec<KeyName> = outer
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert!(
+        names.iter().all(|n| !outer_listed.contains(n)),
+        "the outer prefix lists the inner keys: {outer_listed:?}"
+    );
+    for n in &names {
+        inner.delete_key(n).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn exportable_keys_are_unsupported_and_nothing_is_created() {
+    let Some(env) = common::env() else { return };
+    let b = env.open().await;
+    let name = env.name("exportable");
+    let e = b
+        .generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256).exportable(true))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert_eq!(
+        b.key_info(&KeyRef::from(&name)).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[tokio::test]
+async fn retired_versions_do_not_sign_and_oaep_follows_a_rotation_elsewhere() {
+    let Some(env) = common::env() else { return };
+    let a = env.open().await;
+    let b = env.open().await;
+    let name = env.name("retired");
+    a.generate_key(&name, &KeySpec::new(KeyAlgorithm::Rsa2048))
+        .await
+        .unwrap();
+    let v1_sig = a
+        .sign_message(&KeyRef::versioned(name.clone(), 1), b"m")
+        .await
+        .unwrap();
+    assert_eq!(v1_sig.key_version(), 1);
+    // Another client rotates; a ciphertext for the new public key decrypts without a version.
+    let info = b.rotate_key(&name).await.unwrap();
+    let public = info.public_key().unwrap().to_rsa().unwrap();
+    let mut rng = getrandom::rand_core::UnwrapErr(getrandom::SysRng);
+    let ct = public
+        .encrypt(&mut rng, rsa::Oaep::<sha2::Sha256>::new(), b"for version 2")
+        .unwrap();
+    let plain = a
+        .decrypt(
+            &KeyRef::from(&name),
+            &ct,
+            keychain_core::RsaPadding::Oaep(HashAlg::Sha256),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain.expose(), b"for version 2");
+    // Version 1 retired: it neither signs nor shows up.
+    env.bao(&[
+        "write",
+        &format!("transit/keys/{}/config", env.transit(&name)),
+        "min_decryption_version=2",
+    ])
+    .unwrap();
+    let e = b
+        .sign_message(&KeyRef::versioned(name.clone(), 1), b"m")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    a.delete_key(&name).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_mount_is_a_configuration_error() {
+    let Some(env) = common::env() else { return };
+    let b = TransitBackend::open(env.config().with_mount("no-such-mount"))
+        .await
+        .unwrap();
+    let e = b.list_keys().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("mount"), "{e}");
+    let e = b
+        .generate_key(&env.name("nomount"), &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert_eq!(b.health().await.unwrap().status, HealthStatus::Degraded);
 }

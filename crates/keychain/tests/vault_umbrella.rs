@@ -26,7 +26,7 @@ fn cell() -> Option<String> {
 #[tokio::test]
 async fn transit_key_by_uri_signs_through_the_rustcrypto_adapter() {
     let Some(addr) = cell() else { return };
-    let prefix = format!("um{:08x}-", std::process::id());
+    let prefix = format!("um{:08x}.", std::process::id());
     let config = Config::from_toml(&format!(
         r#"
         default = "bao"

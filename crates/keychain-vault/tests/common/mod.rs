@@ -48,10 +48,10 @@ pub fn random_hex(bytes: usize) -> String {
     r.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// This test process's key prefix, `kt-<random>-`, so that runs sharing one server never meet.
+/// This test process's key prefix, `kt-<random>.`, so that runs sharing one server never meet.
 pub fn prefix() -> &'static str {
     static PREFIX: OnceLock<String> = OnceLock::new();
-    PREFIX.get_or_init(|| format!("kt-{}-", random_hex(4)))
+    PREFIX.get_or_init(|| format!("kt-{}.", random_hex(4)))
 }
 
 /// Runs `bao` with `args` against `addr` as `token`, feeding `stdin`; returns stdout, or stderr
