@@ -315,8 +315,9 @@ impl Session {
 
     /// Renews the token. With a login method, logs in again when the server refuses the
     /// renewal or grants less than half the previous TTL (the token nears its max TTL), and
-    /// revokes the replaced token. An unreachable server keeps the token and tries again 5 s
-    /// later. A static token that cannot be renewed is used until the server refuses it.
+    /// revokes the replaced token. An unreachable server, or a login that fails, keeps the
+    /// token and tries again 5 s later. A static token that cannot be renewed is used until the
+    /// server refuses it.
     async fn renew(&self, current: &Current) -> Result<Current> {
         let keep = |renew_at: Option<Instant>, lease: u64| -> Result<Current> {
             Ok(Current {
@@ -357,9 +358,18 @@ impl Session {
                 let _ = vaultrs::token::revoke_self(&current.client).await;
                 Ok(next)
             }
-            // The old token may still work for a while: keep it and try again later.
-            Err(e) if e.retryable() => keep(Some(Instant::now() + RETRY_RENEWAL), current.lease),
-            Err(e) => Err(e),
+            // The old token may still work for a while: keep it and try again later (a refused
+            // login is logged; calls fail on their own once the token is gone).
+            Err(e) => {
+                if !e.retryable() {
+                    tracing::warn!(
+                        target: "keychain::vault",
+                        error = %e,
+                        "logging in again failed; using the current token while it lasts"
+                    );
+                }
+                keep(Some(Instant::now() + RETRY_RENEWAL), current.lease)
+            }
         }
     }
 }
