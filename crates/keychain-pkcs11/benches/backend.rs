@@ -31,7 +31,7 @@ use keychain_core::{
     SignatureScheme,
 };
 use keychain_pkcs11::{Config, Pkcs11Backend};
-use keychain_testkit::bench::{Op, Plan, op, round, row};
+use keychain_testkit::bench::{Op, Plan, is_bench_run, op, round, row, runtime};
 
 /// DER DigestInfo prefix of SHA-256 (RFC 8017 §9.2), what CKM_RSA_PKCS signs before the digest.
 const SHA256_DIGEST_INFO: [u8; 19] = [
@@ -103,7 +103,7 @@ fn find_key(session: &cryptoki::session::Session, label: &str) -> ObjectHandle {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    if !is_bench_run() {
         return;
     }
     let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
@@ -120,12 +120,7 @@ fn main() {
         label,
         pin,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(token));
+    runtime().block_on(run(token));
 }
 
 fn config(token: &Token) -> Config {

@@ -27,6 +27,25 @@ where
     Arc::new(move || Box::pin(f()))
 }
 
+/// Whether this binary runs as a benchmark: `cargo bench` passes `--bench`; `cargo test
+/// --all-targets` runs bench binaries without it, and a benchmark is not a test.
+pub fn is_bench_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// The runtime the service benches measure on: multi-threaded with two workers (the build
+/// machines have two cores).
+///
+/// # Panics
+/// When tokio cannot start its runtime.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
+}
+
 /// How long one round lasts and how many rounds each side gets.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {

@@ -22,14 +22,14 @@ use keychain_core::{
     Backend, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySpec, SecretSource, SignInput,
     SignatureScheme,
 };
-use keychain_testkit::bench::{Op, Plan, compare, op, row};
+use keychain_testkit::bench::{Op, Plan, compare, is_bench_run, op, row, runtime};
 use keychain_vault::{Config, TransitBackend};
 use vaultrs::api::transit::MarshalingAlgorithm;
 use vaultrs::api::transit::requests::{EncryptDataRequestBuilder, SignDataRequestBuilder};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    if !is_bench_run() {
         return;
     }
     let (Ok(addr), Ok(token)) = (
@@ -39,12 +39,7 @@ fn main() {
         println!("skipped: vault not configured (run through `cargo xtask bench`)");
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(addr, token));
+    runtime().block_on(run(addr, token));
 }
 
 async fn run(addr: String, token: String) {
