@@ -46,7 +46,9 @@ pub(crate) struct Cell {
     pub(crate) targets: &'static [&'static str],
 }
 
-/// A command that must be on `PATH`, and the Debian package that provides it.
+/// A command that must be on `PATH`, and the Debian package that provides it. A `command` of
+/// the form `pkg-config:MODULE` is a C library instead, present when `pkg-config --exists MODULE`
+/// says so.
 #[derive(Debug)]
 pub(crate) struct Need {
     pub(crate) command: &'static str,
@@ -119,6 +121,32 @@ const CELLS: &[Cell] = &[
             package: "python3-venv",
         }],
         targets: &["tests/vault_", "Doc-tests keychain_vault"],
+    },
+    Cell {
+        // keychain-tpm2 on swtpm (a TPM 2.0 simulator, no resource manager) on 127.0.0.1;
+        // tpm2-tools cross-check the key blobs. libtss2-dev is needed to build tss-esapi at all,
+        // so `setup` installs it before anything of the workspace builds.
+        name: "tpm2",
+        env: &["KEYCHAIN_TEST_TPM2_TCTI"],
+        needs: &[
+            Need {
+                command: "pkg-config:tss2-esys",
+                package: "libtss2-dev",
+            },
+            Need {
+                command: "swtpm",
+                package: "swtpm",
+            },
+            Need {
+                command: "swtpm_setup",
+                package: "swtpm-tools",
+            },
+            Need {
+                command: "tpm2_readpublic",
+                package: "tpm2-tools",
+            },
+        ],
+        targets: &["tests/tpm2_", "Doc-tests keychain_tpm2"],
     },
 ];
 
@@ -312,11 +340,21 @@ fn system_packages() -> Result {
 fn missing_needs() -> Vec<&'static Need> {
     let mut missing: Vec<&Need> = Vec::new();
     for need in CELLS.iter().flat_map(|c| c.needs) {
-        if !on_path(need.command) && !missing.iter().any(|m| m.command == need.command) {
+        if !need_met(need) && !missing.iter().any(|m| m.command == need.command) {
             missing.push(need);
         }
     }
     missing
+}
+
+fn need_met(need: &Need) -> bool {
+    match need.command.strip_prefix("pkg-config:") {
+        Some(module) => Command::new("pkg-config")
+            .args(["--exists", module])
+            .status()
+            .is_ok_and(|s| s.success()),
+        None => on_path(need.command),
+    }
 }
 
 /// `command -v` without a shell: an executable file of that name in a `PATH` directory.
@@ -535,6 +573,7 @@ fn services_start() -> Result {
     vars.extend(start_softhsm(&dir.join("softhsm"))?);
     vars.extend(start_moto(&dir.join("moto"))?);
     vars.extend(start_openbao(&dir.join("openbao"))?);
+    vars.extend(start_swtpm(&dir.join("swtpm"))?);
     let path = env_file();
     fs::write(&path, render_env(&vars)).map_err(|e| format!("writing {}: {e}", path.display()))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
@@ -546,6 +585,7 @@ fn services_start() -> Result {
 fn services_stop() -> Result {
     stop_moto(&services_dir().join("moto"))?;
     stop_openbao(&services_dir().join("openbao"))?;
+    stop_swtpm(&services_dir().join("swtpm"))?;
     let softhsm = services_dir().join("softhsm");
     if softhsm.exists() {
         fs::remove_dir_all(&softhsm).map_err(|e| format!("removing {}: {e}", softhsm.display()))?;
@@ -786,6 +826,65 @@ fn stop_openbao(dir: &Path) -> Result {
     stop_service(dir, "OpenBao", |cmdline| {
         cmdline.contains("bao") && cmdline.contains("server")
     })
+}
+
+/// The tpm2 cell's TPM: `swtpm socket --tpm2` with its state under `dir`, its command and control
+/// ports on 127.0.0.1 (a free adjacent pair), started up by swtpm itself. swtpm serves one
+/// connection at a time. The dictionary-attack lockout is relaxed (1000 tries, 1 s recovery) so
+/// the tests of wrong auth values do not lock the simulator for the others.
+fn start_swtpm(dir: &Path) -> Result<Vec<(String, String)>> {
+    stop_swtpm(dir)?;
+    let state = dir.join("state");
+    fs::create_dir_all(&state).map_err(|e| format!("creating {}: {e}", state.display()))?;
+    let port = free_port_pair()?;
+    let log = dir.join("swtpm.log");
+    let mut cmd = Command::new("swtpm");
+    cmd.args(["socket", "--tpm2"])
+        .arg(format!("--server=type=tcp,port={port},bindaddr=127.0.0.1"))
+        .arg(format!("--ctrl=type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+        .arg(format!("--tpmstate=dir={}", state.display()))
+        .arg(format!("--log=file={},level=1", log.display()))
+        .args(["--flags", "not-need-init,startup-clear"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run `{}`: {e}", show(&cmd)))?;
+    let pid = child.id();
+    fs::write(dir.join("pid"), format!("{pid}\n"))
+        .map_err(|e| format!("writing {}: {e}", dir.join("pid").display()))?;
+    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    // Ready when tpm2-tools can talk to it; then relax the lockout.
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = Command::new("tpm2_dictionarylockout")
+            .args(["--setup-parameters", "--max-tries=1000", "--recovery-time=1"])
+            .arg("--lockout-recovery-time=1")
+            .env("TPM2TOOLS_TCTI", &tcti)
+            .output()
+            .map_err(|e| format!("cannot run tpm2_dictionarylockout: {e}"))?;
+        if out.status.success() {
+            break;
+        }
+        if !Path::new(&format!("/proc/{pid}")).exists() || Instant::now() > deadline {
+            let tail = fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!(
+                "swtpm did not start (pid {pid}): {}; its log {}:\n{tail}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                log.display()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("services: swtpm (TPM 2.0) on 127.0.0.1:{port}, pid {pid}");
+    Ok(vec![("KEYCHAIN_TEST_TPM2_TCTI".to_owned(), tcti)])
+}
+
+/// Stops the swtpm recorded in `dir/pid` and removes `dir` (its state with it).
+fn stop_swtpm(dir: &Path) -> Result {
+    stop_service(dir, "swtpm", |cmdline| cmdline.contains("swtpm"))
 }
 
 /// Where Debian and others install SoftHSM2's module.

@@ -142,6 +142,72 @@ impl PublicKey {
         }
     }
 
+    /// An RSA public key from its modulus and public exponent (big-endian, leading zeros
+    /// allowed), as HSMs and TPMs report them.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidInput`] for an empty modulus or exponent;
+    /// [`crate::ErrorKind::Unsupported`] for a size other than 2048/3072/4096 bits.
+    pub fn from_rsa_components(modulus: &[u8], exponent: &[u8]) -> Result<Self> {
+        let strip = |b: &[u8]| -> Vec<u8> {
+            let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+            b[start..].to_vec()
+        };
+        let (n, e) = (strip(modulus), strip(exponent));
+        if n.is_empty() || e.is_empty() {
+            return Err(bad("RSA modulus and exponent must not be zero"));
+        }
+        let key = pkcs1::RsaPublicKey {
+            modulus: der::asn1::UintRef::new(&n).map_err(bad)?,
+            public_exponent: der::asn1::UintRef::new(&e).map_err(bad)?,
+        };
+        let algorithm = AlgorithmIdentifierOwned {
+            oid: OID_RSA,
+            parameters: Some(der::asn1::Any::null()),
+        };
+        Self::from_parts(algorithm, &key.to_der().map_err(bad)?)
+    }
+
+    /// An EC public key on `algorithm`'s curve from its affine coordinates (big-endian; shorter
+    /// ones are left-padded to the field size), as TPMs report them.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidInput`] for a non-ECDSA algorithm, coordinates longer than the
+    /// field, or a point not on the curve.
+    pub fn from_ec_coordinates(algorithm: KeyAlgorithm, x: &[u8], y: &[u8]) -> Result<Self> {
+        let curve = match algorithm {
+            KeyAlgorithm::EcP256 => OID_P256,
+            KeyAlgorithm::EcP384 => OID_P384,
+            KeyAlgorithm::EcP521 => OID_P521,
+            KeyAlgorithm::EcSecp256k1 => OID_SECP256K1,
+            other => return Err(bad(format!("{other} keys have no EC point"))),
+        };
+        let len = crate::signature::ecdsa_scalar_len(algorithm)?;
+        let mut point = Vec::with_capacity(1 + 2 * len);
+        point.push(0x04);
+        for c in [x, y] {
+            let c = &c[c.iter().position(|b| *b != 0).unwrap_or(c.len())..];
+            if c.len() > len {
+                return Err(bad(format!("EC coordinate longer than {len} bytes")));
+            }
+            point.resize(point.len() + len - c.len(), 0);
+            point.extend_from_slice(c);
+        }
+        let algorithm = AlgorithmIdentifierOwned {
+            oid: OID_EC,
+            parameters: Some(der::asn1::Any::encode_from(&curve).map_err(bad)?),
+        };
+        Self::from_parts(algorithm, &point)
+    }
+
+    fn from_parts(algorithm: AlgorithmIdentifierOwned, key: &[u8]) -> Result<Self> {
+        let spki = SubjectPublicKeyInfoOwned {
+            algorithm,
+            subject_public_key: BitString::from_bytes(key).map_err(bad)?,
+        };
+        Self::from_der(&spki.to_der().map_err(bad)?)
+    }
+
     /// Parses a PEM `PUBLIC KEY` block.
     ///
     /// # Errors
@@ -364,6 +430,60 @@ q9UU8I5mEovUf86QZ7kOBIjJwqnzD1omageEHWwHdBO6B+dFabmdT9POxg==
         assert_eq!(PublicKey::from_jwk(&jwk).unwrap(), key);
         assert!(key.to_p256().is_ok());
         assert!(key.to_p384().is_err());
+    }
+
+    #[test]
+    fn from_components_rebuilds_the_same_spki() {
+        let key = PublicKey::from_pem(P256_PEM).unwrap();
+        let raw = key.raw_bytes();
+        let (x, y) = raw[1..].split_at(32);
+        // Leading zeros are tolerated, short coordinates padded.
+        let mut x0 = vec![0, 0];
+        x0.extend_from_slice(x);
+        assert_eq!(
+            PublicKey::from_ec_coordinates(KeyAlgorithm::EcP256, &x0, y).unwrap(),
+            key
+        );
+        let mut off = y.to_vec();
+        off[31] ^= 1;
+        assert_eq!(
+            PublicKey::from_ec_coordinates(KeyAlgorithm::EcP256, x, &off)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            PublicKey::from_ec_coordinates(KeyAlgorithm::EcP256, &[1; 33], y)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidInput
+        );
+        assert!(PublicKey::from_ec_coordinates(KeyAlgorithm::Ed25519, x, y).is_err());
+
+        let modulus = {
+            let mut n = vec![0xc5u8; 256];
+            n[255] |= 1;
+            n
+        };
+        let rsa = PublicKey::from_rsa_components(&modulus, &[0, 1, 0, 1]).unwrap();
+        assert_eq!(rsa.algorithm(), KeyAlgorithm::Rsa2048);
+        let parsed = rsa.to_rsa().unwrap();
+        assert_eq!(
+            rsa::traits::PublicKeyParts::e(&parsed).to_be_bytes_trimmed_vartime().as_ref(),
+            &[1, 0, 1]
+        );
+        assert_eq!(
+            PublicKey::from_rsa_components(&modulus[..200], &[1, 0, 1])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Unsupported
+        );
+        assert_eq!(
+            PublicKey::from_rsa_components(&[], &[1, 0, 1])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidInput
+        );
     }
 
     #[test]

@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod config;
+mod convert;
+mod device;
+mod error;
+mod record;
+mod worker;
+
+pub use crate::backend::{MAX_AUTH_LEN, MAX_RANDOM, TpmBackend};
+pub use crate::config::{Config, DEFAULT_SRK_HANDLE, DEFAULT_TCTI};
