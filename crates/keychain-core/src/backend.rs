@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::algorithm::{RsaPadding, SignatureScheme};
+use crate::attest::KeyAttestation;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::key::{Health, ImportSpec, KeyInfo, KeyMaterial, KeySpec, WrappedKey, WrappingSpec};
@@ -180,6 +181,18 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     async fn random(&self, len: usize) -> Result<Vec<u8>> {
         let _ = len;
         Err(unsupported(Operation::Random))
+    }
+
+    /// **Optional.** The device's signed statement that `key` (the given version, newest when
+    /// none) lives in it, over `nonce` (freshness, chosen by the verifier).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] for a missing key or version; [`ErrorKind::InvalidInput`] for a
+    /// nonce longer than the device accepts (64 bytes for a TPM) or a key the device cannot
+    /// attest (a sealed symmetric key).
+    async fn attest_key(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
+        let _ = (key, nonce);
+        Err(unsupported(Operation::AttestKey))
     }
 
     /// **Optional.** Checks that the backend works and reports details.

@@ -46,6 +46,8 @@ pub struct Capabilities {
     pub import_wrapped: bool,
     /// `random`.
     pub random: bool,
+    /// `attest_key`.
+    pub attest: bool,
     /// `health` reports more than "reachable".
     pub health: bool,
     /// How many keys the backend can hold, if it has a known limit.
@@ -68,6 +70,7 @@ impl Capabilities {
             export_wrapped: false,
             import_wrapped: false,
             random: false,
+            attest: false,
             health: false,
             max_keys: None,
         }

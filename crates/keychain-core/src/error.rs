@@ -120,6 +120,8 @@ pub enum Operation {
     Random,
     /// [`crate::Backend::health`].
     Health,
+    /// [`crate::Backend::attest_key`].
+    AttestKey,
     /// [`crate::Backend::close`].
     Close,
 }
@@ -144,6 +146,7 @@ impl Operation {
             Self::ImportWrapped => "import_wrapped",
             Self::Random => "random",
             Self::Health => "health",
+            Self::AttestKey => "attest_key",
             Self::Close => "close",
         }
     }

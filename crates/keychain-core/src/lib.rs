@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod algorithm;
+mod attest;
 mod backend;
 mod capabilities;
 mod error;
@@ -14,6 +15,7 @@ mod uri;
 pub use crate::algorithm::{
     HashAlg, KeyAlgorithm, KeyUsage, KeyUsages, RsaPadding, SignatureScheme,
 };
+pub use crate::attest::{AttestationFormat, KeyAttestation};
 pub use crate::backend::{Backend, BackendExt};
 pub use crate::capabilities::Capabilities;
 pub use crate::error::{Error, ErrorKind, Operation, ProviderCode, Result};

@@ -469,7 +469,9 @@ q9UU8I5mEovUf86QZ7kOBIjJwqnzD1omageEHWwHdBO6B+dFabmdT9POxg==
         assert_eq!(rsa.algorithm(), KeyAlgorithm::Rsa2048);
         let parsed = rsa.to_rsa().unwrap();
         assert_eq!(
-            rsa::traits::PublicKeyParts::e(&parsed).to_be_bytes_trimmed_vartime().as_ref(),
+            rsa::traits::PublicKeyParts::e(&parsed)
+                .to_be_bytes_trimmed_vartime()
+                .as_ref(),
             &[1, 0, 1]
         );
         assert_eq!(

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keychain_core::{
-    Backend, Capabilities, Health, ImportSpec, KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec,
-    KeyVersion, Operation, Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme,
-    WrappedKey, WrappingSpec, async_trait,
+    Backend, Capabilities, Health, ImportSpec, KeyAttestation, KeyInfo, KeyMaterial, KeyName,
+    KeyRef, KeySpec, KeyVersion, Operation, Result, RsaPadding, SecretBytes, SignInput, Signature,
+    SignatureScheme, WrappedKey, WrappingSpec, async_trait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -229,6 +229,11 @@ impl Backend for Audit {
     async fn random(&self, len: usize) -> Result<Vec<u8>> {
         let call = self.inner.random(len);
         self.run(Operation::Random, NO_KEY, call).await
+    }
+
+    async fn attest_key(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
+        let call = self.inner.attest_key(key, nonce);
+        self.run(Operation::AttestKey, key.into(), call).await
     }
 
     async fn health(&self) -> Result<Health> {

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use keychain_core::{
-    Backend, Capabilities, Health, ImportSpec, KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec,
-    Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme, WrappedKey,
-    WrappingSpec, async_trait,
+    Backend, Capabilities, Health, ImportSpec, KeyAttestation, KeyInfo, KeyMaterial, KeyName,
+    KeyRef, KeySpec, Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme,
+    WrappedKey, WrappingSpec, async_trait,
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -275,6 +275,10 @@ impl Backend for Cache {
 
     async fn random(&self, len: usize) -> Result<Vec<u8>> {
         self.inner.random(len).await
+    }
+
+    async fn attest_key(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
+        self.inner.attest_key(key, nonce).await
     }
 
     async fn health(&self) -> Result<Health> {

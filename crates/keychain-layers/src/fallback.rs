@@ -4,9 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, Health, HealthStatus, ImportSpec, KeyInfo,
-    KeyMaterial, KeyName, KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes, SignInput,
-    Signature, SignatureScheme, WrappedKey, WrappingSpec, async_trait,
+    Backend, Capabilities, Error, ErrorKind, Health, HealthStatus, ImportSpec, KeyAttestation,
+    KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes,
+    SignInput, Signature, SignatureScheme, WrappedKey, WrappingSpec, async_trait,
 };
 
 /// Whether an error of the primary sends the call to the secondary: the primary could not be
@@ -210,6 +210,16 @@ impl Backend for Fallback {
         self.run(Operation::Random, None, self.primary.random(len), || {
             self.secondary.random(len)
         })
+        .await
+    }
+
+    async fn attest_key(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
+        self.run(
+            Operation::AttestKey,
+            Some(key.name()),
+            self.primary.attest_key(key, nonce),
+            || self.secondary.attest_key(key, nonce),
+        )
         .await
     }
 

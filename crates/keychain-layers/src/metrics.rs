@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use keychain_core::{
-    Backend, Capabilities, Health, ImportSpec, KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec,
-    Operation, Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme, WrappedKey,
-    WrappingSpec, async_trait,
+    Backend, Capabilities, Health, ImportSpec, KeyAttestation, KeyInfo, KeyMaterial, KeyName,
+    KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes, SignInput, Signature,
+    SignatureScheme, WrappedKey, WrappingSpec, async_trait,
 };
 
 /// The operations of [`Backend`], in trait order; the index is the slot in [`Shared::ops`].
@@ -369,6 +369,11 @@ impl Backend for MetricsLayer {
 
     async fn random(&self, len: usize) -> Result<Vec<u8>> {
         self.run(Operation::Random, self.inner.random(len)).await
+    }
+
+    async fn attest_key(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
+        self.run(Operation::AttestKey, self.inner.attest_key(key, nonce))
+            .await
     }
 
     async fn health(&self) -> Result<Health> {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, Health, ImportSpec, KeyInfo, KeyMaterial, KeyName,
-    KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes, SignInput, Signature,
-    SignatureScheme, WrappedKey, WrappingSpec, async_trait,
+    Backend, Capabilities, Error, ErrorKind, Health, ImportSpec, KeyAttestation, KeyInfo,
+    KeyMaterial, KeyName, KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes, SignInput,
+    Signature, SignatureScheme, WrappedKey, WrappingSpec, async_trait,
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -322,6 +322,13 @@ impl Backend for Retry {
     async fn random(&self, len: usize) -> Result<Vec<u8>> {
         self.run(Operation::Random, None, || self.inner.random(len))
             .await
+    }
+
+    async fn attest_key(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
+        self.run(Operation::AttestKey, Some(key.name()), || {
+            self.inner.attest_key(key, nonce)
+        })
+        .await
     }
 
     async fn health(&self) -> Result<Health> {

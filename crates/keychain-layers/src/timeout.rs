@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, Health, ImportSpec, KeyInfo, KeyMaterial, KeyName,
-    KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes, SignInput, Signature,
-    SignatureScheme, WrappedKey, WrappingSpec, async_trait,
+    Backend, Capabilities, Error, ErrorKind, Health, ImportSpec, KeyAttestation, KeyInfo,
+    KeyMaterial, KeyName, KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes, SignInput,
+    Signature, SignatureScheme, WrappedKey, WrappingSpec, async_trait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -203,6 +203,11 @@ impl Backend for Timeout {
     async fn random(&self, len: usize) -> Result<Vec<u8>> {
         let call = self.inner.random(len);
         self.run(Operation::Random, None, call).await
+    }
+
+    async fn attest_key(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
+        let call = self.inner.attest_key(key, nonce);
+        self.run(Operation::AttestKey, Some(key.name()), call).await
     }
 
     async fn health(&self) -> Result<Health> {

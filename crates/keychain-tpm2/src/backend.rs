@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, HashAlg, Health, KeyAlgorithm, KeyInfo, KeyName,
-    KeyRef, KeySpec, KeyUsage, Operation, Protection, Result, RsaPadding, SecretBytes,
-    SecretSource, SignInput, Signature, SignatureScheme,
+    AttestationFormat, Backend, Capabilities, Error, ErrorKind, HashAlg, Health, KeyAlgorithm,
+    KeyAttestation, KeyInfo, KeyName, KeyRef, KeySpec, KeyUsage, Operation, Protection, Result,
+    RsaPadding, SecretBytes, SecretSource, SignInput, Signature, SignatureScheme,
 };
 use keychain_crypto::{AeadCiphertext, CryptoProvider, HEADER_LEN, NONCE_LEN, TAG_LEN};
 use keychain_storage::{BlobStore, FileStore, FileStoreOptions};
@@ -23,6 +23,9 @@ const BACKEND: &str = "tpm2";
 
 /// The most bytes one [`Backend::random`] call returns (the TPM hands out 32 per command).
 pub const MAX_RANDOM: usize = 4096;
+
+/// The longest nonce [`Backend::attest_key`] takes (a TPM2B_DATA).
+pub const MAX_NONCE: usize = 64;
 
 /// The longest auth value: the digest size of SHA-256, the keys' name algorithm.
 pub const MAX_AUTH_LEN: usize = 32;
@@ -75,7 +78,8 @@ fn capabilities(probe: &Probe) -> Capabilities {
     caps.algorithms = probe.algorithms.clone();
     for h in &probe.hashes {
         if probe.rsassa {
-            caps.signature_schemes.push(SignatureScheme::RsaPkcs1v15(*h));
+            caps.signature_schemes
+                .push(SignatureScheme::RsaPkcs1v15(*h));
         }
         if probe.rsapss {
             caps.signature_schemes.push(SignatureScheme::RsaPss(*h));
@@ -93,6 +97,7 @@ fn capabilities(probe: &Probe) -> Capabilities {
     caps.rotate = true;
     caps.random = true;
     caps.health = true;
+    caps.attest = probe.algorithms.contains(&KeyAlgorithm::EcP256);
     caps
 }
 
@@ -317,13 +322,17 @@ impl TpmBackend {
             )));
         }
         if !record.usages.contains(KeyUsage::Decrypt) {
-            return Err(Error::invalid_input("the key does not have the decrypt usage"));
+            return Err(Error::invalid_input(
+                "the key does not have the decrypt usage",
+            ));
         }
         let RsaPadding::Oaep(hash) = padding else {
             return Err(Error::unsupported("this padding"));
         };
         if !self.caps.supports_oaep(hash) {
-            return Err(Error::unsupported(format!("RSA-OAEP with {hash} on this TPM")));
+            return Err(Error::unsupported(format!(
+                "RSA-OAEP with {hash} on this TPM"
+            )));
         }
         let modulus_len = record.algorithm.bits() as usize / 8;
         if ciphertext.len() != modulus_len {
@@ -441,7 +450,9 @@ impl TpmBackend {
         let _w = self.writer.lock().await;
         let store_key = record::store_key(name);
         let privates = match self.store.get(&store_key).await? {
-            Some(bytes) => Record::parse(&bytes).map(|r| r.privates()).unwrap_or_default(),
+            Some(bytes) => Record::parse(&bytes)
+                .map(|r| r.privates())
+                .unwrap_or_default(),
             None => return Err(Error::not_found(format!("no key named {name}"))),
         };
         if !self.store.delete(&store_key).await? {
@@ -467,7 +478,9 @@ impl TpmBackend {
             };
             match Record::parse(&bytes).and_then(|r| r.info(&name)) {
                 Ok(info) => infos.push(info),
-                Err(e) => tracing::warn!(key = %name, error = %e, "skipping an unreadable key record"),
+                Err(e) => {
+                    tracing::warn!(key = %name, error = %e, "skipping an unreadable key record")
+                }
             }
         }
         infos.sort_by(|a, b| a.name.cmp(&b.name));
@@ -484,20 +497,61 @@ impl TpmBackend {
         Ok(bytes.to_vec())
     }
 
-    async fn health_inner(&self) -> Result<Health> {
-        let loaded = self
+    async fn attest_inner(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
+        let (record, version, blobs) = self.target(key).await?;
+        if record.algorithm.is_symmetric() {
+            return Err(Error::invalid_input(
+                "sealed AES keys cannot be certified (they are no TPM keys of their own)",
+            ));
+        }
+        if nonce.len() > MAX_NONCE {
+            return Err(Error::invalid_input(format!(
+                "the nonce is {} bytes; a TPM takes at most {MAX_NONCE}",
+                nonce.len()
+            )));
+        }
+        let auth = self.auth(key.name());
+        let nonce = nonce.to_vec();
+        let (statement, signature, ak_public, key_public) = self
             .worker
-            .run(|device| Ok(device.loaded_count()))
+            .run(move |device| {
+                let handle = device.key(&blobs.public, &blobs.private, &auth)?;
+                let (statement, signature, ak) = device.certify(handle, &nonce)?;
+                Ok((statement, signature, ak, blobs.public))
+            })
             .await?;
+        let signature = crate::convert::signature_bytes(KeyAlgorithm::EcP256, &signature)?;
+        let attestation_key = crate::convert::public_key(KeyAlgorithm::EcP256, &ak_public)?;
+        let key_description = tss_esapi::traits::Marshall::marshall(&key_public)
+            .map_err(|e| crate::error::map(e, "encoding the key's public area"))?;
+        Ok(KeyAttestation::new(
+            AttestationFormat::Tpm2Certify,
+            statement,
+            signature,
+            SignatureScheme::Ecdsa(HashAlg::Sha256),
+            attestation_key,
+            key_description,
+            version,
+        ))
+    }
+
+    async fn health_inner(&self) -> Result<Health> {
+        let loaded = self.worker.run(|device| Ok(device.loaded_count())).await?;
         Ok(Health::ok()
             .with_detail("manufacturer", self.probe.manufacturer.clone())
             .with_detail("transient-slots", self.probe.transient_slots.to_string())
-            .with_detail("loaded-keys", format!("{loaded}/{}", self.probe.loaded_keys))
+            .with_detail(
+                "loaded-keys",
+                format!("{loaded}/{}", self.probe.loaded_keys),
+            )
             .with_detail(
                 "parameter-encryption",
                 self.probe.parameter_encryption.to_string(),
             )
-            .with_detail("stale-objects-flushed", self.probe.stale_flushed.to_string()))
+            .with_detail(
+                "stale-objects-flushed",
+                self.probe.stale_flushed.to_string(),
+            ))
     }
 
     /// The hashes the TPM offers.
@@ -532,7 +586,12 @@ impl Backend for TpmBackend {
     }
 
     async fn generate_key(&self, name: &KeyName, spec: &KeySpec) -> Result<KeyInfo> {
-        op!(self, Operation::GenerateKey, Some(name), self.generate(name, spec))
+        op!(
+            self,
+            Operation::GenerateKey,
+            Some(name),
+            self.generate(name, spec)
+        )
     }
 
     async fn key_info(&self, key: &KeyRef) -> Result<KeyInfo> {
@@ -623,6 +682,15 @@ impl Backend for TpmBackend {
 
     async fn random(&self, len: usize) -> Result<Vec<u8>> {
         op!(self, Operation::Random, None, self.random_inner(len))
+    }
+
+    async fn attest_key(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
+        op!(
+            self,
+            Operation::AttestKey,
+            Some(key.name()),
+            self.attest_inner(key, nonce)
+        )
     }
 
     async fn health(&self) -> Result<Health> {

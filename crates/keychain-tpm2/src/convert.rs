@@ -9,8 +9,8 @@ use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::structures::{
-    Digest, EccPoint, EccScheme, HashScheme, KeyDerivationFunctionScheme, KeyedHashScheme, Public, PublicBuilder,
-    PublicEccParametersBuilder, PublicKeyRsa, PublicKeyedHashParameters,
+    Digest, EccPoint, EccScheme, HashScheme, KeyDerivationFunctionScheme, KeyedHashScheme, Public,
+    PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa, PublicKeyedHashParameters,
     PublicRsaParametersBuilder, RsaExponent, RsaScheme, Signature, SymmetricDefinitionObject,
 };
 use tss_esapi::traits::{Marshall, UnMarshall};
@@ -266,7 +266,9 @@ pub(crate) fn signature_bytes(algorithm: KeyAlgorithm, signature: &Signature) ->
             }
             keychain_core::ecdsa_fixed_to_der(&fixed, algorithm)
         }
-        _ => Err(Error::invalid_input("the TPM returned an unexpected signature type")),
+        _ => Err(Error::invalid_input(
+            "the TPM returned an unexpected signature type",
+        )),
     }
 }
 
@@ -364,7 +366,10 @@ mod tests {
             public_from_tpm2b(&b[..b.len() - 1]).unwrap_err().kind(),
             ErrorKind::Integrity
         );
-        assert_eq!(from_tpm2b(&[0], "x").unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            from_tpm2b(&[0], "x").unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
         assert_eq!(from_tpm2b(&tpm2b(b"abc"), "x").unwrap(), b"abc");
         // The name is nameAlg ‖ SHA-256(TPMT_PUBLIC).
         let name = name_of(&p).unwrap();

@@ -17,8 +17,8 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    Auth, CapabilityData, Data, Digest, HashScheme, HashcheckTicket, Private, Public,
-    PublicKeyRsa, RsaDecryptionScheme, SensitiveData, Signature, SymmetricDefinition,
+    Auth, CapabilityData, Data, Digest, HashScheme, HashcheckTicket, Private, Public, PublicKeyRsa,
+    RsaDecryptionScheme, SensitiveData, Signature, SymmetricDefinition,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
@@ -227,7 +227,12 @@ impl Device {
 
     /// The handle of a loaded key, loading it (and evicting the least recently used key when
     /// the cache is full) if needed.
-    pub(crate) fn key(&mut self, public: &Public, private: &[u8], auth: &Auth) -> Result<KeyHandle> {
+    pub(crate) fn key(
+        &mut self,
+        public: &Public,
+        private: &[u8],
+        auth: &Auth,
+    ) -> Result<KeyHandle> {
         if let Some(i) = self.loaded.iter().position(|k| k.private == private) {
             let k = self.loaded.remove(i);
             let handle = k.handle;
@@ -238,9 +243,8 @@ impl Device {
         while self.loaded.len() >= self.capacity {
             self.evict_oldest(None);
         }
-        let blob = Private::try_from(private.to_vec()).map_err(|_| {
-            Error::new(ErrorKind::Integrity, "key blob: private part too long")
-        })?;
+        let blob = Private::try_from(private.to_vec())
+            .map_err(|_| Error::new(ErrorKind::Integrity, "key blob: private part too long"))?;
         let srk = self.srk;
         let load = |d: &mut Self| {
             d.authorized(Enc::Both, |ctx| ctx.load(srk, blob.clone(), public.clone()))
@@ -368,7 +372,10 @@ impl Device {
             }
             .map_err(ctx_err("reading the TPM's random generator"))?;
             if chunk.value().is_empty() {
-                return Err(Error::new(ErrorKind::Unexpected, "the TPM returned no random bytes"));
+                return Err(Error::new(
+                    ErrorKind::Unexpected,
+                    "the TPM returned no random bytes",
+                ));
             }
             out.extend_from_slice(chunk.value());
         }
@@ -418,8 +425,8 @@ impl Device {
                 // A ciphertext that does not decrypt is TPM_RC_VALUE (or SIZE) on TPMs that
                 // follow the specification; libtpms (swtpm) says TPM_RC_FAILURE instead. A TPM
                 // that really failed fails the next command too, so ask it something cheap.
-                let failed = matches!(tpm_kind(&e), Some(K::Failure))
-                    && self.ctx.get_random(1).is_err();
+                let failed =
+                    matches!(tpm_kind(&e), Some(K::Failure)) && self.ctx.get_random(1).is_err();
                 let err = map(e, "RSA-OAEP decryption");
                 return Err(match err.kind() {
                     ErrorKind::InvalidInput => undecryptable(err),
@@ -455,9 +462,17 @@ impl Device {
                 .map_err(ctx_err("setting the endorsement auth"))?;
         }
         let create = |d: &mut Self| {
-            d.ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
-                ctx.create_primary(Hierarchy::Endorsement, template.clone(), None, None, None, None)
-            })
+            d.ctx
+                .execute_with_session(Some(AuthSession::Password), |ctx| {
+                    ctx.create_primary(
+                        Hierarchy::Endorsement,
+                        template.clone(),
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                })
         };
         self.make_room(1, Some(key));
         let primary = match create(self) {
@@ -484,24 +499,23 @@ impl Device {
                     .map_err(ctx_err("setting session attributes"))?;
             }
             self.ctx
-                .execute_with_sessions(
-                    (Some(session), Some(AuthSession::Password), None),
-                    |ctx| {
-                        ctx.certify(
-                            key.into(),
-                            ak,
-                            qualifying.clone(),
-                            tss_esapi::structures::SignatureScheme::Null,
-                        )
-                    },
-                )
+                .execute_with_sessions((Some(session), Some(AuthSession::Password), None), |ctx| {
+                    ctx.certify(
+                        key.into(),
+                        ak,
+                        qualifying.clone(),
+                        tss_esapi::structures::SignatureScheme::Null,
+                    )
+                })
                 .map_err(ctx_err("certifying the key"))
         });
         if let Err(e) = self.ctx.flush_context(ak.into()) {
             tracing::warn!(error = %e, "flushing the attestation key failed");
         }
         let (attest, signature) = result?;
-        let attest = attest.marshall().map_err(ctx_err("encoding the attestation"))?;
+        let attest = attest
+            .marshall()
+            .map_err(ctx_err("encoding the attestation"))?;
         Ok((attest, signature, primary.out_public))
     }
 
@@ -556,25 +570,28 @@ fn load_error(e: tss_esapi::Error) -> Error {
     }
 }
 
-/// Flushes every transient object the TPM holds for this connection. Returns how many.
+/// Flushes every transient object and loaded session the TPM holds for this connection (with
+/// no resource manager in between: everything a crashed process left). Returns how many.
 fn flush_transients(ctx: &mut Context) -> Result<usize> {
-    let (data, _) = ctx
-        .get_capability(CapabilityType::Handles, 0x8000_0000, 64)
-        .map_err(ctx_err("listing transient objects"))?;
-    let CapabilityData::Handles(list) = data else {
-        return Ok(0);
-    };
     let mut flushed = 0;
-    for handle in list.into_inner() {
-        if let TpmHandle::Transient(_) = handle
-            && let Ok(object) = ctx.tr_from_tpm_public(handle)
-            && ctx.flush_context(object).is_ok()
-        {
-            flushed += 1;
+    // Transient objects, then HMAC and policy sessions.
+    for first in [0x8000_0000u32, 0x0200_0000, 0x0300_0000] {
+        let (data, _) = ctx
+            .get_capability(CapabilityType::Handles, first, 64)
+            .map_err(ctx_err("listing TPM handles"))?;
+        let CapabilityData::Handles(list) = data else {
+            continue;
+        };
+        for handle in list.into_inner() {
+            if let Ok(object) = ctx.tr_from_tpm_public(handle)
+                && ctx.flush_context(object).is_ok()
+            {
+                flushed += 1;
+            }
         }
     }
     if flushed > 0 {
-        tracing::warn!(flushed, "flushed transient TPM objects left by an earlier process");
+        tracing::warn!(flushed, "flushed TPM objects and sessions left by an earlier process");
     }
     Ok(flushed)
 }
@@ -617,7 +634,10 @@ fn open_srk(ctx: &mut Context, settings: &Settings) -> Result<(KeyHandle, bool)>
                 .map_err(ctx_err("persisting the storage root key"));
             let _ = ctx.flush_context(primary.into());
             let persisted = persisted?;
-            tracing::info!(handle = format!("0x{:08x}", settings.srk_handle), "created the SRK");
+            tracing::info!(
+                handle = format!("0x{:08x}", settings.srk_handle),
+                "created the SRK"
+            );
             persisted
         }
         Err(e) => return Err(map(e, "reading the storage root key")),
@@ -647,10 +667,9 @@ fn probe(ctx: &mut Context) -> Result<Probe> {
         .get_capability(CapabilityType::Algorithms, 0, 128)
         .map_err(ctx_err("listing TPM algorithms"))?;
     let algs: Vec<AlgorithmIdentifier> = match data {
-        CapabilityData::Algorithms(list) => list
-            .into_iter()
-            .map(|p| p.algorithm_identifier())
-            .collect(),
+        CapabilityData::Algorithms(list) => {
+            list.into_iter().map(|p| p.algorithm_identifier()).collect()
+        }
         _ => Vec::new(),
     };
     let has = |a: AlgorithmIdentifier| algs.contains(&a);
@@ -658,11 +677,9 @@ fn probe(ctx: &mut Context) -> Result<Probe> {
         .get_capability(CapabilityType::EccCurves, 0, 64)
         .map_err(ctx_err("listing TPM curves"))?;
     let curves: Vec<EccCurve> = match data {
-        CapabilityData::EccCurves(list) => list
-            .into_inner()
-            .into_iter()
-            .map(EccCurve::from)
-            .collect(),
+        CapabilityData::EccCurves(list) => {
+            list.into_inner().into_iter().map(EccCurve::from).collect()
+        }
         _ => Vec::new(),
     };
     let mut algorithms = Vec::new();
@@ -678,7 +695,11 @@ fn probe(ctx: &mut Context) -> Result<Probe> {
         }
     }
     if has(AlgorithmIdentifier::Ecc) && has(AlgorithmIdentifier::EcDsa) {
-        for algorithm in [KeyAlgorithm::EcP256, KeyAlgorithm::EcP384, KeyAlgorithm::EcP521] {
+        for algorithm in [
+            KeyAlgorithm::EcP256,
+            KeyAlgorithm::EcP384,
+            KeyAlgorithm::EcP521,
+        ] {
             if convert::curve(algorithm).is_some_and(|c| curves.contains(&c)) {
                 algorithms.push(algorithm);
             }

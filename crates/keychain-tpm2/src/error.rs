@@ -86,9 +86,9 @@ fn tpm_error_kind(kind: Option<K>) -> (ErrorKind, bool) {
         Some(K::Retry | K::Yielded | K::Testing | K::Canceled | K::NvRate | K::NvUnavailable) => {
             (ErrorKind::Unavailable, true)
         }
-        Some(K::ObjectMemory | K::SessionMemory | K::Memory | K::ObjectHandles | K::SessionHandles) => {
-            (ErrorKind::CapacityExceeded, true)
-        }
+        Some(
+            K::ObjectMemory | K::SessionMemory | K::Memory | K::ObjectHandles | K::SessionHandles,
+        ) => (ErrorKind::CapacityExceeded, true),
         Some(K::NvSpace) => (ErrorKind::CapacityExceeded, false),
         Some(K::Integrity | K::Binding | K::Sensitive) => (ErrorKind::Integrity, false),
         Some(K::Signature | K::Ticket) => (ErrorKind::InvalidSignature, false),
@@ -174,7 +174,10 @@ mod tests {
         assert!(e.to_string().contains("TCTI"), "{e}");
         // TSS2_ESYS_RC_BAD_VALUE
         assert_eq!(map(tss(0x0007_000b), "x").kind(), ErrorKind::InvalidInput);
-        assert_eq!(raw_code(Tss2ResponseCode::from(0x0007_000b)), Some(0x0007_000b));
+        assert_eq!(
+            raw_code(Tss2ResponseCode::from(0x0007_000b)),
+            Some(0x0007_000b)
+        );
         // A TPM code seen through a TSS layer is not taken for the TPM's.
         assert_eq!(tpm_kind(&tss(0x0007_000b)), None);
         assert_eq!(tpm_kind(&tss(0x98e)), Some(K::AuthFail));

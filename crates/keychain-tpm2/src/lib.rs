@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod attest;
 mod backend;
 mod config;
 mod convert;
@@ -8,5 +9,6 @@ mod error;
 mod record;
 mod worker;
 
-pub use crate::backend::{MAX_AUTH_LEN, MAX_RANDOM, TpmBackend};
+pub use crate::attest::verify_attestation;
+pub use crate::backend::{MAX_AUTH_LEN, MAX_NONCE, MAX_RANDOM, TpmBackend};
 pub use crate::config::{Config, DEFAULT_SRK_HANDLE, DEFAULT_TCTI};

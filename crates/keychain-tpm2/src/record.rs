@@ -65,7 +65,10 @@ impl std::fmt::Debug for Blobs {
 }
 
 fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Integrity, format!("key record is damaged: {what}"))
+    Error::new(
+        ErrorKind::Integrity,
+        format!("key record is damaged: {what}"),
+    )
 }
 
 impl Record {
@@ -128,9 +131,7 @@ impl Record {
             None => self.versions.last(),
             Some(n) => self.versions.iter().find(|v| v.version == n),
         }
-        .ok_or_else(|| {
-            Error::not_found(format!("no version {}", version.unwrap_or_default()))
-        })?;
+        .ok_or_else(|| Error::not_found(format!("no version {}", version.unwrap_or_default())))?;
         Ok((v.version, self.decode(v)?))
     }
 
@@ -167,7 +168,10 @@ impl Record {
             let public_key = if self.algorithm.is_symmetric() {
                 None
             } else {
-                Some(convert::public_key(self.algorithm, &self.decode(v)?.public)?)
+                Some(convert::public_key(
+                    self.algorithm,
+                    &self.decode(v)?.public,
+                )?)
             };
             versions.push(KeyVersionInfo::new(
                 v.version,
@@ -203,8 +207,7 @@ mod tests {
 
     #[test]
     fn damaged_records_are_integrity_errors() {
-        let template =
-            convert::key_template(KeyAlgorithm::EcP256, KeyUsage::Sign.into()).unwrap();
+        let template = convert::key_template(KeyAlgorithm::EcP256, KeyUsage::Sign.into()).unwrap();
         let mut record = Record::new(KeyAlgorithm::EcP256, KeyUsage::Sign.into());
         record.push(&template, b"private").unwrap();
         let bytes = record.to_bytes().unwrap();
@@ -212,7 +215,10 @@ mod tests {
         let (v, blobs) = parsed.blobs(None).unwrap();
         assert_eq!(v, 1);
         assert_eq!(blobs.private, b"private");
-        assert_eq!(parsed.blobs(Some(2)).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            parsed.blobs(Some(2)).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
 
         assert_eq!(
             Record::parse(&bytes[..bytes.len() / 2]).unwrap_err().kind(),
@@ -227,13 +233,17 @@ mod tests {
         let mut future = parsed;
         future.format = 9;
         assert_eq!(
-            Record::parse(&future.to_bytes().unwrap()).unwrap_err().kind(),
+            Record::parse(&future.to_bytes().unwrap())
+                .unwrap_err()
+                .kind(),
             ErrorKind::Unsupported
         );
         let mut empty = Record::new(KeyAlgorithm::EcP256, KeyUsage::Sign.into());
         empty.versions.clear();
         assert_eq!(
-            Record::parse(&empty.to_bytes().unwrap()).unwrap_err().kind(),
+            Record::parse(&empty.to_bytes().unwrap())
+                .unwrap_err()
+                .kind(),
             ErrorKind::Integrity
         );
     }

@@ -47,10 +47,16 @@ impl Worker {
                 let _ = stop_signal.send(());
             })
             .map_err(|e| {
-                Error::new(ErrorKind::Unexpected, format!("cannot start the TPM worker: {e}"))
+                Error::new(
+                    ErrorKind::Unexpected,
+                    format!("cannot start the TPM worker: {e}"),
+                )
             })?;
         let probe = opened.await.map_err(|_| {
-            Error::new(ErrorKind::Unexpected, "the TPM worker stopped while opening")
+            Error::new(
+                ErrorKind::Unexpected,
+                "the TPM worker stopped while opening",
+            )
         })??;
         Ok((
             Self {
@@ -77,14 +83,21 @@ impl Worker {
             .map_err(|_| gone())?;
         }
         result.await.map_err(|_| {
-            Error::new(ErrorKind::Unexpected, "the TPM worker stopped during the call")
+            Error::new(
+                ErrorKind::Unexpected,
+                "the TPM worker stopped during the call",
+            )
         })?
     }
 
     /// Lets queued jobs finish, closes the connection, and waits until it is closed.
     pub(crate) async fn stop(&self) {
         drop(self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let stopped = self
+            .stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(stopped) = stopped {
             let _ = stopped.await;
         }

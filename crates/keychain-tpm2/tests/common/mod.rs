@@ -36,7 +36,10 @@ pub async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
 /// A fresh key directory (not created: the store makes it, mode 0700), kept after the test for
 /// inspection.
 pub fn key_dir() -> std::path::PathBuf {
-    tempfile::tempdir().expect("tempdir").keep().join("keys-store")
+    tempfile::tempdir()
+        .expect("tempdir")
+        .keep()
+        .join("keys-store")
 }
 
 /// A configuration for the cell's swtpm with key blobs in `dir`.
@@ -45,7 +48,9 @@ pub fn config(tcti: &str, dir: &Path) -> Config {
 }
 
 pub async fn open(tcti: &str, dir: &Path) -> TpmBackend {
-    TpmBackend::open(config(tcti, dir)).await.expect("open swtpm")
+    TpmBackend::open(config(tcti, dir))
+        .await
+        .expect("open swtpm")
 }
 
 /// The record file of `name` in a key directory.
@@ -55,7 +60,9 @@ pub fn record_path(dir: &Path, name: &str) -> std::path::PathBuf {
 
 /// Runs a command, failing the test with its output if it fails.
 pub fn run(cmd: &mut std::process::Command) -> Vec<u8> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
