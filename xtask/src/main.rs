@@ -841,7 +841,10 @@ fn start_swtpm(dir: &Path) -> Result<Vec<(String, String)>> {
     let mut cmd = Command::new("swtpm");
     cmd.args(["socket", "--tpm2"])
         .arg(format!("--server=type=tcp,port={port},bindaddr=127.0.0.1"))
-        .arg(format!("--ctrl=type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+        .arg(format!(
+            "--ctrl=type=tcp,port={},bindaddr=127.0.0.1",
+            port + 1
+        ))
         .arg(format!("--tpmstate=dir={}", state.display()))
         .arg(format!("--log=file={},level=1", log.display()))
         .args(["--flags", "not-need-init,startup-clear"])
@@ -860,7 +863,11 @@ fn start_swtpm(dir: &Path) -> Result<Vec<(String, String)>> {
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let out = Command::new("tpm2_dictionarylockout")
-            .args(["--setup-parameters", "--max-tries=1000", "--recovery-time=1"])
+            .args([
+                "--setup-parameters",
+                "--max-tries=1000",
+                "--recovery-time=1",
+            ])
             .arg("--lockout-recovery-time=1")
             .env("TPM2TOOLS_TCTI", &tcti)
             .output()

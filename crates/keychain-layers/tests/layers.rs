@@ -740,3 +740,32 @@ fn apply_all_rejects_senseless_stacks() {
     let stack = apply_all(&[], inner).unwrap();
     assert!(stack.metrics.is_none());
 }
+
+// ---------------------------------------------------------------- every layer
+
+type Wrap = fn(Arc<dyn Backend>) -> Arc<dyn Backend>;
+
+#[tokio::test]
+async fn every_layer_forwards_attest_key() {
+    let layers: Vec<(&str, Wrap)> = vec![
+        ("retry", |b| retry(b, fast_retry(2))),
+        ("timeout", |b| {
+            timeout(b, TimeoutPolicy::uniform(Duration::from_secs(5)))
+        }),
+        ("audit", |b| audit(b, AuditConfig::named("hsm"))),
+        ("metrics", |b| metrics(b).0),
+        ("cache", |b| cache(b, CacheConfig::default())),
+        ("fallback", |b| fallback(b, scripted("spare"))),
+    ];
+    for (layer, wrap) in layers {
+        let inner = scripted("hsm");
+        let b = wrap(inner.clone());
+        let err = b.attest_key(&key("k"), b"nonce").await.unwrap_err();
+        // The scripted backend's own answer, not the trait's default.
+        assert!(
+            err.message().contains("no attestation key"),
+            "{layer}: {err}"
+        );
+        assert_eq!(inner.calls(Operation::AttestKey), 1, "{layer}");
+    }
+}

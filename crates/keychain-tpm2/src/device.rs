@@ -591,7 +591,10 @@ fn flush_transients(ctx: &mut Context) -> Result<usize> {
         }
     }
     if flushed > 0 {
-        tracing::warn!(flushed, "flushed TPM objects and sessions left by an earlier process");
+        tracing::warn!(
+            flushed,
+            "flushed TPM objects and sessions left by an earlier process"
+        );
     }
     Ok(flushed)
 }

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, HashAlg, Health, ImportSpec, KeyAlgorithm, KeyInfo,
-    KeyMaterial, KeyName, KeyRef, KeySpec, KeyUsages, KeyVersionInfo, Operation, Protection,
-    Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme, WrapFormat, WrappedKey,
-    WrappingSpec, async_trait,
+    Backend, Capabilities, Error, ErrorKind, HashAlg, Health, ImportSpec, KeyAlgorithm,
+    KeyAttestation, KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec, KeyUsages, KeyVersionInfo,
+    Operation, Protection, Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme,
+    WrapFormat, WrappedKey, WrappingSpec, async_trait,
 };
 
 /// What `sign` returns.
@@ -238,6 +238,13 @@ impl Backend for Scripted {
     async fn random(&self, len: usize) -> Result<Vec<u8>> {
         self.step(Operation::Random).await?;
         Ok(vec![RANDOM_BYTE; len])
+    }
+
+    async fn attest_key(&self, _key: &KeyRef, _nonce: &[u8]) -> Result<KeyAttestation> {
+        self.step(Operation::AttestKey).await?;
+        Err(Error::unsupported(
+            "scripted backends have no attestation key",
+        ))
     }
 
     async fn health(&self) -> Result<Health> {
