@@ -1035,8 +1035,9 @@ fn test() -> Result {
     // backend's conformance suite, the umbrella's optional backends). The RSA opt-in of that
     // provider changes only keychain-crypto and its dependents, so its unit tests run last,
     // filtered.
-    const FEATURES: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws,keychain/vault";
-    const WITH_RSA_OPT_IN: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws,keychain/vault,keychain-crypto/rustcrypto-rsa-insecure";
+    const FEATURES: &str =
+        "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws,keychain/vault,keychain/tpm2";
+    const WITH_RSA_OPT_IN: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws,keychain/vault,keychain/tpm2,keychain-crypto/rustcrypto-rsa-insecure";
     let runs: [&[&str]; 3] = [
         &[
             "test",
@@ -1093,6 +1094,8 @@ fn ci() -> Result {
         ("fmt", || {
             run(&mut cargo(&["fmt", "--all", "--", "--check"]))
         }),
+        // Before clippy: building keychain-tpm2 needs libtss2-dev, which setup installs.
+        ("setup", setup),
         ("clippy", || {
             run(&mut cargo(&[
                 "clippy",
@@ -1104,7 +1107,6 @@ fn ci() -> Result {
                 "warnings",
             ]))
         }),
-        ("setup", setup),
         ("deny", deny),
         ("dependency invariants", check_deps),
         ("test", || {

@@ -6,6 +6,8 @@ pub(crate) use aws::AwsFactory;
 pub(crate) use pkcs8::Pkcs8Factory;
 #[cfg(feature = "pkcs11")]
 pub(crate) use pkcs11::Pkcs11Factory;
+#[cfg(feature = "tpm2")]
+pub(crate) use tpm2::Tpm2Factory;
 #[cfg(feature = "vault")]
 pub(crate) use vault::VaultFactory;
 
@@ -14,7 +16,8 @@ pub(crate) use vault::VaultFactory;
     feature = "pkcs8",
     feature = "pkcs11",
     feature = "aws",
-    feature = "vault"
+    feature = "vault",
+    feature = "tpm2"
 ))]
 fn settings<T: serde::de::DeserializeOwned>(table: &toml::Table) -> keychain_core::Result<T> {
     table
@@ -186,6 +189,47 @@ mod vault {
                     .is_some_and(|have| have.trim_end_matches('/') == a.trim_end_matches('/'))
             });
             mount_ok && address_ok
+        }
+    }
+}
+
+#[cfg(feature = "tpm2")]
+mod tpm2 {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use keychain_core::{Backend, KeyUri, Result};
+
+    use crate::registry::BackendFactory;
+
+    /// `type = "tpm2"`: [`keychain_tpm2::TpmBackend`] from a [`keychain_tpm2::Config`].
+    pub(crate) struct Tpm2Factory;
+
+    #[async_trait]
+    impl BackendFactory for Tpm2Factory {
+        fn backend_type(&self) -> &str {
+            "tpm2"
+        }
+
+        fn uri_scheme(&self) -> &str {
+            "tpm2"
+        }
+
+        async fn open(&self, _name: &str, settings: &toml::Table) -> Result<Arc<dyn Backend>> {
+            let config: keychain_tpm2::Config = super::settings(settings)?;
+            Ok(Arc::new(keychain_tpm2::TpmBackend::open(config).await?))
+        }
+
+        /// A `tpm2:` URI matches the backend on the TPM (`tcti=`, default the kernel's
+        /// resource manager) it names; a URI naming none matches every TPM backend.
+        fn matches(&self, settings: &toml::Table, uri: &KeyUri) -> bool {
+            let tcti = uri.path_attr("tcti").or_else(|| uri.query_attr("tcti"));
+            tcti.is_none_or(|t| {
+                t == settings
+                    .get("tcti")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or(keychain_tpm2::DEFAULT_TCTI)
+            })
         }
     }
 }

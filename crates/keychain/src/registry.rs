@@ -80,6 +80,8 @@ impl Openers {
         openers.register(Arc::new(crate::backends::AwsFactory));
         #[cfg(feature = "vault")]
         openers.register(Arc::new(crate::backends::VaultFactory));
+        #[cfg(feature = "tpm2")]
+        openers.register(Arc::new(crate::backends::Tpm2Factory));
         openers
     }
 
