@@ -1185,6 +1185,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("keychain-pkcs11", "backend"),
     ("keychain-aws", "backend"),
     ("keychain-vault", "backend"),
+    ("keychain-tpm2", "backend"),
 ];
 
 fn bench() -> Result {

@@ -16,13 +16,18 @@ use tss_esapi::structures::{Auth, SensitiveData};
 
 use crate::config::Config;
 use crate::device::{Probe, Settings};
-use crate::record::{self, Blobs, Record};
+use crate::record::{self, Blobs, Entry, Record};
 use crate::worker::Worker;
 
 const BACKEND: &str = "tpm2";
 
 /// The most bytes one [`Backend::random`] call returns (the TPM hands out 32 per command).
 pub const MAX_RANDOM: usize = 4096;
+
+/// How long a key's record read from the store is used without reading it again: changes
+/// another process makes to the key directory (rotation, deletion) are seen within this time;
+/// this process's own changes at once.
+pub const RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The longest nonce [`Backend::attest_key`] takes (a TPM2B_DATA).
 pub const MAX_NONCE: usize = 64;
@@ -42,6 +47,10 @@ pub struct TpmBackend {
     key_auths: HashMap<String, Auth>,
     /// Serializes read-modify-write of records (rotate) within this process.
     writer: tokio::sync::Mutex<()>,
+    /// Decoded records by name, for at most [`RECORD_TTL`].
+    cache: std::sync::Mutex<HashMap<KeyName, Arc<Entry>>>,
+    /// Bumped by every change of a record in this process (see `entry`).
+    mutations: std::sync::atomic::AtomicU64,
     closed: AtomicBool,
 }
 
@@ -180,6 +189,8 @@ impl TpmBackend {
             key_auth,
             key_auths,
             writer: tokio::sync::Mutex::new(()),
+            cache: std::sync::Mutex::new(HashMap::new()),
+            mutations: std::sync::atomic::AtomicU64::new(0),
             closed: AtomicBool::new(false),
         })
     }
@@ -199,6 +210,7 @@ impl TpmBackend {
             .clone()
     }
 
+    /// The record of `name`, read from the store now.
     async fn record(&self, name: &KeyName) -> Result<Record> {
         let bytes = self
             .store
@@ -208,10 +220,48 @@ impl TpmBackend {
         Record::parse(&bytes)
     }
 
+    /// The record of `name` for an operation: from the cache when read less than
+    /// [`RECORD_TTL`] ago, else from the store (and then cached).
+    async fn entry(&self, name: &KeyName) -> Result<Arc<Entry>> {
+        if let Some(entry) = self.cache().get(name)
+            && entry.read_at.elapsed() < RECORD_TTL
+        {
+            return Ok(Arc::clone(entry));
+        }
+        let seen = self.mutations.load(Ordering::Acquire);
+        let entry = Arc::new(Entry::new(self.record(name).await?));
+        let mut cache = self.cache();
+        // A change in this process since the read started makes what was read stale.
+        if self.mutations.load(Ordering::Acquire) == seen {
+            cache.insert(name.clone(), Arc::clone(&entry));
+        }
+        Ok(entry)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<KeyName, Arc<Entry>>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the cached record of `name` (after a change, or a blob the TPM refused).
+    fn forget(&self, name: &KeyName) {
+        self.mutations.fetch_add(1, Ordering::AcqRel);
+        self.cache().remove(name);
+    }
+
+    /// Forgets `name`'s cached record when `result` says the blob is bad or gone.
+    fn forget_on<T>(&self, name: &KeyName, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result
+            && matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound)
+        {
+            self.forget(name);
+        }
+        result
+    }
+
     /// The record and the blobs of the version `key` names.
-    async fn target(&self, key: &KeyRef) -> Result<(Record, u32, Blobs)> {
-        let record = self.record(key.name()).await?;
-        let (version, blobs) = record.blobs(key.version()).map_err(|e| {
+    async fn target(&self, key: &KeyRef) -> Result<(Arc<Entry>, u32, Arc<Blobs>)> {
+        let entry = self.entry(key.name()).await?;
+        let (version, blobs) = entry.blobs(key.version()).map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
                 Error::not_found(format!(
                     "key {} has no version {}",
@@ -222,7 +272,7 @@ impl TpmBackend {
                 e
             }
         })?;
-        Ok((record, version, blobs))
+        Ok((entry, version, blobs))
     }
 
     async fn generate(&self, name: &KeyName, spec: &KeySpec) -> Result<KeyInfo> {
@@ -252,6 +302,7 @@ impl TpmBackend {
         // `create` is atomic: of two racing generates exactly one stores its key; the other's
         // TPM key was never persisted and is simply gone.
         self.store.create(&store_key, &record.to_bytes()?).await?;
+        self.forget(name);
         record.info(name)
     }
 
@@ -287,7 +338,8 @@ impl TpmBackend {
         input: SignInput<'_>,
         scheme: SignatureScheme,
     ) -> Result<Signature> {
-        let (record, version, blobs) = self.target(key).await?;
+        let (entry, version, blobs) = self.target(key).await?;
+        let record = &entry.record;
         scheme.check_fits(record.algorithm)?;
         if !record.usages.contains(KeyUsage::Sign) {
             return Err(Error::invalid_input("the key does not have the sign usage"));
@@ -314,7 +366,8 @@ impl TpmBackend {
         ciphertext: &[u8],
         padding: RsaPadding,
     ) -> Result<SecretBytes> {
-        let (record, _, blobs) = self.target(key).await?;
+        let (entry, _, blobs) = self.target(key).await?;
+        let record = &entry.record;
         if !record.algorithm.is_rsa() {
             return Err(Error::invalid_input(format!(
                 "{} keys do not do RSA-OAEP",
@@ -373,8 +426,9 @@ impl TpmBackend {
     }
 
     async fn encrypt_inner(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        let (record, version, blobs) = self.target(key).await?;
-        Self::check_symmetric(&record, KeyUsage::Encrypt)?;
+        let (entry, version, blobs) = self.target(key).await?;
+        let record = &entry.record;
+        Self::check_symmetric(record, KeyUsage::Encrypt)?;
         let auth = self.auth(key.name());
         let provider = Arc::clone(&self.provider);
         let algorithm = record.algorithm;
@@ -403,8 +457,9 @@ impl TpmBackend {
         ciphertext: &[u8],
         aad: &[u8],
     ) -> Result<SecretBytes> {
-        let record = self.record(name).await?;
-        Self::check_symmetric(&record, KeyUsage::Decrypt)?;
+        let entry = self.entry(name).await?;
+        let record = &entry.record;
+        Self::check_symmetric(record, KeyUsage::Decrypt)?;
         let ct = AeadCiphertext::parse(ciphertext)?;
         if ct.key_version == 0 || ct.key_version > record.current() {
             return Err(Error::new(
@@ -412,7 +467,7 @@ impl TpmBackend {
                 "ciphertext names a key version that never existed",
             ));
         }
-        let (_, blobs) = record.blobs(Some(ct.key_version))?;
+        let (_, blobs) = entry.blobs(Some(ct.key_version))?;
         let auth = self.auth(name);
         let provider = Arc::clone(&self.provider);
         let algorithm = record.algorithm;
@@ -432,6 +487,7 @@ impl TpmBackend {
 
     async fn rotate(&self, name: &KeyName) -> Result<KeyInfo> {
         let _w = self.writer.lock().await;
+        self.forget(name);
         let mut record = self.record(name).await?;
         let (public, private) = self
             .create_version(record.algorithm, record.usages, name)
@@ -443,6 +499,7 @@ impl TpmBackend {
             return Err(Error::not_found(format!("no key named {name}")));
         }
         self.store.put(&store_key, &record.to_bytes()?).await?;
+        self.forget(name);
         record.info(name)
     }
 
@@ -455,7 +512,9 @@ impl TpmBackend {
                 .unwrap_or_default(),
             None => return Err(Error::not_found(format!("no key named {name}"))),
         };
-        if !self.store.delete(&store_key).await? {
+        let deleted = self.store.delete(&store_key).await;
+        self.forget(name);
+        if !deleted? {
             return Err(Error::not_found(format!("no key named {name}")));
         }
         // The TPM holds no copy but loaded ones: with the blobs gone, the key is gone.
@@ -498,8 +557,8 @@ impl TpmBackend {
     }
 
     async fn attest_inner(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
-        let (record, version, blobs) = self.target(key).await?;
-        if record.algorithm.is_symmetric() {
+        let (entry, version, blobs) = self.target(key).await?;
+        if entry.record.algorithm.is_symmetric() {
             return Err(Error::invalid_input(
                 "sealed AES keys cannot be certified (they are no TPM keys of their own)",
             ));
@@ -517,7 +576,7 @@ impl TpmBackend {
             .run(move |device| {
                 let handle = device.key(&blobs.public, &blobs.private, &auth)?;
                 let (statement, signature, ak) = device.certify(handle, &nonce)?;
-                Ok((statement, signature, ak, blobs.public))
+                Ok((statement, signature, ak, blobs.public.clone()))
             })
             .await?;
         let signature = crate::convert::signature_bytes(KeyAlgorithm::EcP256, &signature)?;
@@ -624,12 +683,9 @@ impl Backend for TpmBackend {
         input: SignInput<'_>,
         scheme: SignatureScheme,
     ) -> Result<Signature> {
-        op!(
-            self,
-            Operation::Sign,
-            Some(key.name()),
-            self.sign_inner(key, input, scheme)
-        )
+        op!(self, Operation::Sign, Some(key.name()), async {
+            self.forget_on(key.name(), self.sign_inner(key, input, scheme).await)
+        })
     }
 
     async fn close(&self) -> Result<()> {
@@ -645,21 +701,18 @@ impl Backend for TpmBackend {
         ciphertext: &[u8],
         padding: RsaPadding,
     ) -> Result<SecretBytes> {
-        op!(
-            self,
-            Operation::Decrypt,
-            Some(key.name()),
-            self.decrypt_inner(key, ciphertext, padding)
-        )
+        op!(self, Operation::Decrypt, Some(key.name()), async {
+            self.forget_on(
+                key.name(),
+                self.decrypt_inner(key, ciphertext, padding).await,
+            )
+        })
     }
 
     async fn encrypt(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        op!(
-            self,
-            Operation::Encrypt,
-            Some(key.name()),
-            self.encrypt_inner(key, plaintext, aad)
-        )
+        op!(self, Operation::Encrypt, Some(key.name()), async {
+            self.forget_on(key.name(), self.encrypt_inner(key, plaintext, aad).await)
+        })
     }
 
     async fn decrypt_aead(
@@ -668,12 +721,9 @@ impl Backend for TpmBackend {
         ciphertext: &[u8],
         aad: &[u8],
     ) -> Result<SecretBytes> {
-        op!(
-            self,
-            Operation::DecryptAead,
-            Some(name),
-            self.decrypt_aead_inner(name, ciphertext, aad)
-        )
+        op!(self, Operation::DecryptAead, Some(name), async {
+            self.forget_on(name, self.decrypt_aead_inner(name, ciphertext, aad).await)
+        })
     }
 
     async fn rotate_key(&self, name: &KeyName) -> Result<KeyInfo> {
@@ -685,12 +735,9 @@ impl Backend for TpmBackend {
     }
 
     async fn attest_key(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
-        op!(
-            self,
-            Operation::AttestKey,
-            Some(key.name()),
-            self.attest_inner(key, nonce)
-        )
+        op!(self, Operation::AttestKey, Some(key.name()), async {
+            self.forget_on(key.name(), self.attest_inner(key, nonce).await)
+        })
     }
 
     async fn health(&self) -> Result<Health> {

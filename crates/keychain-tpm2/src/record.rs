@@ -1,7 +1,8 @@
 //! The key blob record kept in the `BlobStore`: one JSON document per key, under
 //! `keys/<name>.json`, with every version's TPM blobs.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64ct::{Base64, Encoding as _};
 use keychain_core::{
@@ -187,6 +188,42 @@ impl Record {
             false,
             versions,
         ))
+    }
+}
+
+/// A record with its versions decoded, as the backend caches it.
+pub(crate) struct Entry {
+    pub(crate) record: Record,
+    /// Each version's blobs; `None` for one that does not decode (its error comes from
+    /// [`Record::blobs`] again when it is asked for).
+    versions: Vec<(KeyVersion, Option<Arc<Blobs>>)>,
+    pub(crate) read_at: Instant,
+}
+
+impl Entry {
+    pub(crate) fn new(record: Record) -> Self {
+        let versions = record
+            .versions
+            .iter()
+            .map(|v| (v.version, record.decode(v).ok().map(Arc::new)))
+            .collect();
+        Self {
+            record,
+            versions,
+            read_at: Instant::now(),
+        }
+    }
+
+    /// The blobs of `version` (the newest when `None`).
+    pub(crate) fn blobs(&self, version: Option<KeyVersion>) -> Result<(KeyVersion, Arc<Blobs>)> {
+        let found = match version {
+            None => self.versions.last(),
+            Some(n) => self.versions.iter().find(|(v, _)| *v == n),
+        };
+        match found {
+            Some((v, Some(blobs))) => Ok((*v, Arc::clone(blobs))),
+            _ => self.record.blobs(version).map(|(v, b)| (v, Arc::new(b))),
+        }
     }
 }
 

@@ -556,3 +556,37 @@ async fn tpm2_tools_and_openssl_agree() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn changes_by_others_are_seen_within_the_record_ttl() {
+    let Some(tcti) = common::tcti() else { return };
+    let _turn = common::turn().await;
+    let dir = common::key_dir();
+    let tpm = common::open(&tcti, &dir).await;
+    let key = name("shared");
+    tpm.generate_key(&key, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    tpm.sign_message(&KeyRef::from(&key), b"m").await.unwrap();
+    // Another process removes the key from the directory.
+    std::fs::remove_file(common::record_path(&dir, "shared")).unwrap();
+    tokio::time::sleep(keychain_tpm2::RECORD_TTL + std::time::Duration::from_millis(100)).await;
+    let err = tpm
+        .sign_message(&KeyRef::from(&key), b"m")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    // This process's own deletion is seen at once.
+    let other = name("mine");
+    tpm.generate_key(&other, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    tpm.sign_message(&KeyRef::from(&other), b"m").await.unwrap();
+    tpm.delete_key(&other).await.unwrap();
+    let err = tpm
+        .sign_message(&KeyRef::from(&other), b"m")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    tpm.close().await.unwrap();
+}
