@@ -1489,3 +1489,86 @@ async fn export_import(ctx: &Ctx<'_>) -> R<Outcome> {
     )?;
     passed()
 }
+
+// ---------------------------------------------------------------------------------------------
+// 12. attest
+
+/// When [`Capabilities::attest`]: an attestation of the cheapest signable key over a random
+/// nonce names the key's current version, its signature verifies over the statement with the
+/// attestation key (RustCrypto), the statement carries the nonce verbatim, a statement with one
+/// byte flipped does not verify, two attestations come from the same attestation key, and a
+/// missing key is `NotFound`. Format-specific checks (that the statement names *this* key) are
+/// the backend's verifier's job.
+///
+/// # Errors
+/// [`CheckFailure`] naming the case that failed.
+pub async fn check_attest(backend: &dyn Backend) -> Result<Outcome, CheckFailure> {
+    let ctx = Ctx::new(backend, Check::Attest);
+    let result = attest(&ctx).await;
+    ctx.finish(result).await
+}
+
+async fn attest(ctx: &Ctx<'_>) -> R<Outcome> {
+    if !ctx.caps().attest {
+        return skipped("Capabilities::attest is false");
+    }
+    let Some(algorithm) = cheapest_signable(ctx.caps()) else {
+        return Err(Fail(
+            "Capabilities::attest is set but no algorithm signs".to_owned(),
+        ));
+    };
+    let (name, info) = ctx.generate("attested", &KeySpec::new(algorithm)).await?;
+    let b = ctx.backend;
+    let nonce = random_hex(16).into_bytes();
+    let key = KeyRef::from(&name);
+    let att = b.attest_key(&key, &nonce).await.during("attest_key")?;
+    ensure!(
+        att.key_version == info.version,
+        "attestation names version {}, the key's current is {}",
+        att.key_version,
+        info.version
+    );
+    keychain_core::verify(
+        &att.attestation_key,
+        SignInput::message(&att.statement),
+        att.signature_scheme,
+        &att.signature,
+    )
+    .during("verifying the attestation's signature with its attestation key")?;
+    ensure!(
+        att.statement
+            .windows(nonce.len())
+            .any(|w| w == nonce.as_slice()),
+        "the attestation's statement does not carry the nonce"
+    );
+    let mut tampered = att.statement.clone();
+    if let Some(last) = tampered.last_mut() {
+        *last ^= 1;
+    }
+    expect_kind(
+        keychain_core::verify(
+            &att.attestation_key,
+            SignInput::message(&tampered),
+            att.signature_scheme,
+            &att.signature,
+        ),
+        &[ErrorKind::InvalidSignature],
+        "a statement with its last byte flipped",
+    )?;
+    let again = b
+        .attest_key(&key, b"another nonce")
+        .await
+        .during("attest_key again")?;
+    ensure!(
+        again.attestation_key == att.attestation_key,
+        "two attestations came from different attestation keys"
+    );
+    let missing = ctx.name("missing")?;
+    expect_kind(
+        b.attest_key(&KeyRef::from(&missing), &nonce).await,
+        &[ErrorKind::NotFound],
+        "attest_key of a missing key",
+    )?;
+    ctx.delete(&name).await?;
+    passed()
+}

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use keychain_core::Backend;
 
 pub use crate::checks::{
-    check_aead, check_bad_input, check_concurrency, check_export_import, check_generate_keys,
-    check_lifecycle, check_random, check_rejection, check_rotate, check_rsa_oaep,
-    check_sign_verify,
+    check_aead, check_attest, check_bad_input, check_concurrency, check_export_import,
+    check_generate_keys, check_lifecycle, check_random, check_rejection, check_rotate,
+    check_rsa_oaep, check_sign_verify,
 };
 pub use crate::not_configured::NotConfigured;
 
@@ -62,11 +62,13 @@ pub enum Check {
     Random,
     /// [`check_export_import`]: password-wrapped export and import, permission and password errors.
     ExportImport,
+    /// [`check_attest`]: key attestations verify with their attestation key and carry the nonce.
+    Attest,
 }
 
 impl Check {
     /// Every check, in the order [`run_all`] runs them.
-    pub const ALL: [Check; 11] = [
+    pub const ALL: [Check; 12] = [
         Self::GenerateKeys,
         Self::SignVerify,
         Self::Rejection,
@@ -78,6 +80,7 @@ impl Check {
         Self::Concurrency,
         Self::Random,
         Self::ExportImport,
+        Self::Attest,
     ];
 
     /// A stable kebab-case name (`sign-verify`), also the middle part of the check's key names.
@@ -94,6 +97,7 @@ impl Check {
             Self::Concurrency => "concurrency",
             Self::Random => "random",
             Self::ExportImport => "export-import",
+            Self::Attest => "attest",
         }
     }
 }
@@ -241,6 +245,7 @@ pub async fn run_check(check: Check, backend: &Arc<dyn Backend>) -> Result<Outco
         Check::Concurrency => check_concurrency(Arc::clone(backend)).await,
         Check::Random => check_random(b).await,
         Check::ExportImport => check_export_import(b).await,
+        Check::Attest => check_attest(b).await,
     }
 }
 
@@ -326,6 +331,7 @@ macro_rules! conformance {
             $crate::conformance!(@test concurrency, Concurrency, $factory);
             $crate::conformance!(@test random, Random, $factory);
             $crate::conformance!(@test export_import, ExportImport, $factory);
+            $crate::conformance!(@test attest, Attest, $factory);
         }
     };
     (@test $test:ident, $check:ident, $factory:path) => {

@@ -53,6 +53,8 @@ enum Flaw {
     UnauthenticatedAsIntegrity,
     /// Declares nothing optional (and no signature schemes), to prove checks skip.
     DeclaresNothing,
+    /// Declares attestation but does not implement it.
+    AttestUndelivered,
 }
 
 /// The test fake with one flaw.
@@ -67,6 +69,7 @@ fn broken(flaw: Flaw) -> Arc<dyn Backend> {
     let inner = FakeBackend::full();
     let mut caps = inner.capabilities().clone();
     caps.backend = format!("fake-{flaw:?}");
+    caps.attest = flaw == Flaw::AttestUndelivered;
     if flaw == Flaw::DeclaresNothing {
         caps.signature_schemes.clear();
         caps.oaep_hashes.clear();
@@ -265,6 +268,11 @@ async fn declared_but_missing_rotation_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_but_missing_attestation_fails() {
+    must_fail(Flaw::AttestUndelivered, Check::Attest, "attest_key").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_that_keeps_the_key_fails_lifecycle() {
     must_fail(Flaw::DeleteIsNoop, Check::Lifecycle, "after delete_key").await;
 }
@@ -374,7 +382,11 @@ async fn run_all_reports_every_check_and_leaves_no_keys() {
     );
     assert_eq!(report.results.len(), Check::ALL.len());
     let skipped: Vec<Check> = report.skipped().map(|(c, _)| c).collect();
-    assert_eq!(skipped, [Check::RsaOaep, Check::ExportImport], "{report}");
+    assert_eq!(
+        skipped,
+        [Check::RsaOaep, Check::ExportImport, Check::Attest],
+        "{report}"
+    );
     for (check, result) in &report.results {
         if let Ok(Outcome::Passed { notes }) = result {
             // The fake's algorithms all have verifiers and it leaves algorithms undeclared, so

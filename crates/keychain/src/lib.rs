@@ -26,9 +26,9 @@ pub use keychain_pkcs8 as pkcs8;
 /// The PKCS#11 backend (re-exported `keychain-pkcs11`).
 #[cfg(feature = "pkcs11")]
 pub use keychain_pkcs11 as pkcs11;
-/// The HashiCorp Vault / OpenBao Transit backend (re-exported `keychain-vault`).
-#[cfg(feature = "vault")]
-pub use keychain_vault as vault;
 /// The TPM 2.0 backend (re-exported `keychain-tpm2`).
 #[cfg(feature = "tpm2")]
 pub use keychain_tpm2 as tpm2;
+/// The HashiCorp Vault / OpenBao Transit backend (re-exported `keychain-vault`).
+#[cfg(feature = "vault")]
+pub use keychain_vault as vault;

@@ -19,10 +19,10 @@ use std::time::SystemTime;
 use aes_gcm::aead::{Aead as _, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit as _};
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, HashAlg, ImportSpec, KeyAlgorithm, KeyInfo, KeyName,
-    KeyRef, KeySpec, KeyUsage, KeyUsages, KeyVersion, KeyVersionInfo, Protection, PublicKey,
-    Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme, WrapFormat, WrappedKey,
-    WrappingSpec, async_trait,
+    AttestationFormat, Backend, Capabilities, Error, ErrorKind, HashAlg, ImportSpec, KeyAlgorithm,
+    KeyAttestation, KeyInfo, KeyName, KeyRef, KeySpec, KeyUsage, KeyUsages, KeyVersion,
+    KeyVersionInfo, Protection, PublicKey, Result, RsaPadding, SecretBytes, SignInput, Signature,
+    SignatureScheme, WrapFormat, WrappedKey, WrappingSpec, async_trait,
 };
 use p256::ecdsa::signature::hazmat::PrehashSigner as _;
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
@@ -168,6 +168,8 @@ impl Entry {
 pub(crate) struct FakeBackend {
     caps: Capabilities,
     keys: Mutex<BTreeMap<KeyName, Entry>>,
+    /// The full fake's attestation key: it "attests" by signing `fake-attest ‖ nonce ‖ SPKI`.
+    attestation_key: Option<p256::ecdsa::SigningKey>,
 }
 
 impl std::fmt::Debug for Entry {
@@ -193,6 +195,11 @@ impl FakeBackend {
         caps.oaep_hashes = vec![HashAlg::Sha256];
         caps.export_wrapped = true;
         caps.import_wrapped = true;
+        caps.attest = true;
+        fake.attestation_key = match Material::generate(KeyAlgorithm::EcP256) {
+            Ok(Material::P256(k)) => Some(k),
+            _ => None,
+        };
         fake
     }
 
@@ -216,6 +223,7 @@ impl FakeBackend {
         Self {
             caps,
             keys: Mutex::new(BTreeMap::new()),
+            attestation_key: None,
         }
     }
 
@@ -544,6 +552,37 @@ impl Backend for FakeBackend {
         let info = entry.info(name);
         keys.insert(name.clone(), entry);
         Ok(info)
+    }
+
+    async fn attest_key(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
+        let Some(ak) = &self.attestation_key else {
+            return Err(err(ErrorKind::Unsupported, "this fake does not attest"));
+        };
+        let keys = self.keys();
+        let entry = keys.get(key.name()).ok_or_else(not_found)?;
+        let (material, version) = entry.material(key.version())?;
+        let public = material
+            .public_key()
+            .ok_or_else(|| err(ErrorKind::InvalidInput, "symmetric keys are not attested"))?;
+        let mut statement = b"fake-attest\0".to_vec();
+        statement.extend_from_slice(nonce);
+        statement.extend_from_slice(public.der());
+        let sig: p256::ecdsa::Signature = ak
+            .sign_prehash(&sha2::Sha256::digest(&statement))
+            .map_err(|_| err(ErrorKind::Unexpected, "ECDSA signing failed"))?;
+        let ak_public = ak
+            .verifying_key()
+            .to_public_key_der()
+            .map_err(|_| err(ErrorKind::Unexpected, "encoding the attestation key"))?;
+        Ok(KeyAttestation::new(
+            AttestationFormat::Tpm2Certify,
+            statement,
+            sig.to_der().as_bytes().to_vec(),
+            SignatureScheme::Ecdsa(HashAlg::Sha256),
+            PublicKey::from_der(ak_public.as_bytes())?,
+            public.der().to_vec(),
+            version,
+        ))
     }
 
     async fn random(&self, len: usize) -> Result<Vec<u8>> {
