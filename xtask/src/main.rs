@@ -649,15 +649,7 @@ fn start_moto(dir: &Path) -> Result<Vec<(String, String)>> {
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err);
-    // Its own process group: the server outlives `cargo xtask services start`, and a Ctrl-C
-    // in the shell that ran it does not stop it; `services stop` does.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run `{}`: {e}", show(&cmd)))?;
-    let pid = child.id();
-    fs::write(dir.join("pid"), format!("{pid}\n"))
-        .map_err(|e| format!("writing {}: {e}", dir.join("pid").display()))?;
+    let pid = spawn_service(&mut cmd, dir)?;
     let port = wait_for_port(&port_file, pid, &log)?;
     println!("services: moto {MOTO_VERSION} (KMS, corrected) on 127.0.0.1:{port}, pid {pid}");
     let mut vars = vec![
@@ -779,35 +771,14 @@ fn start_openbao(dir: &Path) -> Result<Vec<(String, String)>> {
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run `{}`: {e}", show(&cmd)))?;
-    let pid = child.id();
-    fs::write(dir.join("pid"), format!("{pid}\n"))
-        .map_err(|e| format!("writing {}: {e}", dir.join("pid").display()))?;
+    let pid = spawn_service(&mut cmd, dir)?;
     // Ready when the CLI can enable Transit (the listener accepts before the core is unsealed).
-    let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let out = Command::new(bao_command())
-            .args(["secrets", "enable", "transit"])
-            .env("BAO_ADDR", &address)
-            .env("BAO_TOKEN", &token)
-            .output()
-            .map_err(|e| format!("cannot run bao: {e}"))?;
-        if out.status.success() {
-            break;
-        }
-        if !Path::new(&format!("/proc/{pid}")).exists() || Instant::now() > deadline {
-            let tail = fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!(
-                "OpenBao did not start (pid {pid}): {}; its log {}:\n{tail}",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                log.display()
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let mut enable = Command::new(bao_command());
+    enable
+        .args(["secrets", "enable", "transit"])
+        .env("BAO_ADDR", &address)
+        .env("BAO_TOKEN", &token);
+    wait_ready("OpenBao", pid, &log, 60, &mut enable)?;
     println!(
         "services: OpenBao {OPENBAO_VERSION} (dev, Transit at transit/) on {address}, pid {pid}"
     );
@@ -851,42 +822,58 @@ fn start_swtpm(dir: &Path) -> Result<Vec<(String, String)>> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let pid = spawn_service(&mut cmd, dir)?;
+    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    // Ready when tpm2-tools can talk to it, which relaxes the lockout.
+    let mut relax = Command::new("tpm2_dictionarylockout");
+    relax
+        .args([
+            "--setup-parameters",
+            "--max-tries=1000",
+            "--recovery-time=1",
+            "--lockout-recovery-time=1",
+        ])
+        .env("TPM2TOOLS_TCTI", &tcti);
+    wait_ready("swtpm", pid, &log, 30, &mut relax)?;
+    println!("services: swtpm (TPM 2.0) on 127.0.0.1:{port}, pid {pid}");
+    Ok(vec![("KEYCHAIN_TEST_TPM2_TCTI".to_owned(), tcti)])
+}
+
+/// Spawns a service in a process group of its own (it outlives `cargo xtask services start`, and
+/// a Ctrl-C in the shell that ran it does not stop it; `services stop` does) and records its pid
+/// in `dir/pid` for `stop_service`.
+fn spawn_service(cmd: &mut Command, dir: &Path) -> Result<u32> {
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
     let child = cmd
         .spawn()
-        .map_err(|e| format!("cannot run `{}`: {e}", show(&cmd)))?;
+        .map_err(|e| format!("cannot run `{}`: {e}", show(cmd)))?;
     let pid = child.id();
     fs::write(dir.join("pid"), format!("{pid}\n"))
         .map_err(|e| format!("writing {}: {e}", dir.join("pid").display()))?;
-    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
-    // Ready when tpm2-tools can talk to it; then relax the lockout.
-    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    Ok(pid)
+}
+
+/// Runs `probe` until it succeeds; fails with its stderr and the service's `log` when the
+/// service (`pid`) exits or `seconds` pass.
+fn wait_ready(what: &str, pid: u32, log: &Path, seconds: u64, probe: &mut Command) -> Result {
+    let deadline = Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
-        let out = Command::new("tpm2_dictionarylockout")
-            .args([
-                "--setup-parameters",
-                "--max-tries=1000",
-                "--recovery-time=1",
-            ])
-            .arg("--lockout-recovery-time=1")
-            .env("TPM2TOOLS_TCTI", &tcti)
+        let out = probe
             .output()
-            .map_err(|e| format!("cannot run tpm2_dictionarylockout: {e}"))?;
+            .map_err(|e| format!("cannot run `{}`: {e}", show(probe)))?;
         if out.status.success() {
-            break;
+            return Ok(());
         }
         if !Path::new(&format!("/proc/{pid}")).exists() || Instant::now() > deadline {
-            let tail = fs::read_to_string(&log).unwrap_or_default();
+            let tail = fs::read_to_string(log).unwrap_or_default();
             return Err(format!(
-                "swtpm did not start (pid {pid}): {}; its log {}:\n{tail}",
+                "{what} did not start (pid {pid}): {}; its log {}:\n{tail}",
                 String::from_utf8_lossy(&out.stderr).trim(),
                 log.display()
             ));
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    println!("services: swtpm (TPM 2.0) on 127.0.0.1:{port}, pid {pid}");
-    Ok(vec![("KEYCHAIN_TEST_TPM2_TCTI".to_owned(), tcti)])
 }
 
 /// Stops the swtpm recorded in `dir/pid` and removes `dir` (its state with it).

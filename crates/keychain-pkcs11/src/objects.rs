@@ -51,7 +51,6 @@ fn attributes(
 /// Length of a keychain `CKA_ID`.
 pub(crate) const ID_LEN: usize = 16;
 
-const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
@@ -215,27 +214,13 @@ fn ec_point_raw(point: &[u8], raw_len: usize) -> Vec<u8> {
 fn public_key(algorithm: KeyAlgorithm, attrs: &[Attribute]) -> Result<PublicKey> {
     let missing = |what: &str| Error::invalid_input(format!("public key object has no {what}"));
     let bad = |e: der::Error| Error::invalid_input(format!("encoding public key: {e}"));
-    let (alg, bits) = if algorithm.is_rsa() {
+    if algorithm.is_rsa() {
         let n = attr_bytes(attrs, AttributeType::Modulus).ok_or_else(|| missing("CKA_MODULUS"))?;
         let e = attr_bytes(attrs, AttributeType::PublicExponent)
             .ok_or_else(|| missing("CKA_PUBLIC_EXPONENT"))?;
-        let strip = |b: &[u8]| -> Vec<u8> {
-            let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
-            b[start..].to_vec()
-        };
-        let (n, e) = (strip(n), strip(e));
-        let key = pkcs1::RsaPublicKey {
-            modulus: der::asn1::UintRef::new(&n).map_err(bad)?,
-            public_exponent: der::asn1::UintRef::new(&e).map_err(bad)?,
-        };
-        (
-            AlgorithmIdentifierOwned {
-                oid: OID_RSA,
-                parameters: Some(Any::null()),
-            },
-            key.to_der().map_err(bad)?,
-        )
-    } else {
+        return PublicKey::from_rsa_components(n, e);
+    }
+    let (alg, bits) = {
         let params =
             attr_bytes(attrs, AttributeType::EcParams).ok_or_else(|| missing("CKA_EC_PARAMS"))?;
         let point =

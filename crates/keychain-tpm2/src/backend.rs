@@ -10,7 +10,7 @@ use keychain_core::{
     KeyAttestation, KeyInfo, KeyName, KeyRef, KeySpec, KeyUsage, Operation, Protection, Result,
     RsaPadding, SecretBytes, SecretSource, SignInput, Signature, SignatureScheme,
 };
-use keychain_crypto::{AeadCiphertext, CryptoProvider, HEADER_LEN, NONCE_LEN, TAG_LEN};
+use keychain_crypto::{AeadCiphertext, AeadKey, CryptoProvider, HEADER_LEN, NONCE_LEN, TAG_LEN};
 use keychain_storage::{BlobStore, FileStore, FileStoreOptions};
 use tss_esapi::structures::{Auth, SensitiveData};
 
@@ -429,24 +429,41 @@ impl TpmBackend {
         let (entry, version, blobs) = self.target(key).await?;
         let record = &entry.record;
         Self::check_symmetric(record, KeyUsage::Encrypt)?;
-        let auth = self.auth(key.name());
-        let provider = Arc::clone(&self.provider);
-        let algorithm = record.algorithm;
         let mut nonce = [0u8; NONCE_LEN];
         self.provider.fill_random(&mut nonce)?;
         let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
         AeadCiphertext::write_header(&mut out, version, &nonce);
         let full_aad = AeadCiphertext::full_aad(&out, aad);
         out.extend_from_slice(plaintext);
-        // The AES key is unsealed and used on the worker thread, and zeroized there.
+        self.with_aes_key(key.name(), record.algorithm, blobs, move |k| {
+            k.seal_in_place(&nonce, &full_aad, &mut out, HEADER_LEN)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs `f` with the AES key sealed in `blobs`: unsealed on the worker thread, used there,
+    /// and zeroized there when `f` returns.
+    async fn with_aes_key<T, F>(
+        &self,
+        name: &KeyName,
+        algorithm: KeyAlgorithm,
+        blobs: Arc<Blobs>,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn AeadKey) -> Result<T> + Send + 'static,
+    {
+        let auth = self.auth(name);
+        let provider = Arc::clone(&self.provider);
         self.worker
             .run(move |device| {
                 let handle = device.key(&blobs.public, &blobs.private, &auth)?;
                 let material = device.unseal(handle)?;
                 let k = provider.aead_key(algorithm, &material)?;
                 drop(material);
-                k.seal_in_place(&nonce, &full_aad, &mut out, HEADER_LEN)?;
-                Ok(out)
+                f(k.as_ref())
             })
             .await
     }
@@ -468,21 +485,13 @@ impl TpmBackend {
             ));
         }
         let (_, blobs) = entry.blobs(Some(ct.key_version))?;
-        let auth = self.auth(name);
-        let provider = Arc::clone(&self.provider);
-        let algorithm = record.algorithm;
         let nonce = ct.nonce;
         let full_aad = AeadCiphertext::full_aad(ct.header_bytes(), aad);
         let body = ct.body.to_vec();
-        self.worker
-            .run(move |device| {
-                let handle = device.key(&blobs.public, &blobs.private, &auth)?;
-                let material = device.unseal(handle)?;
-                let k = provider.aead_key(algorithm, &material)?;
-                drop(material);
-                k.open(&nonce, &full_aad, &body)
-            })
-            .await
+        self.with_aes_key(name, record.algorithm, blobs, move |k| {
+            k.open(&nonce, &full_aad, &body)
+        })
+        .await
     }
 
     async fn rotate(&self, name: &KeyName) -> Result<KeyInfo> {
