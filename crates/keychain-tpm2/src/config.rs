@@ -158,9 +158,9 @@ impl Config {
     ///
     /// Attributes (path or query): `tcti`, `key-dir`, `srk-handle` (decimal or `0x` hex),
     /// `transient-srk` (`true`/`false`), `key-auth-source` (a secret source such as
-    /// `env:TPM_KEY_AUTH`), `parameter-encryption` (`true`/`false`). `object` (the key name) is
-    /// allowed and ignored here. Example:
-    /// `tpm2:object=signer?tcti=swtpm:host%3D127.0.0.1,port%3D2321&key-dir=/var/lib/keys`.
+    /// `env:TPM_KEY_AUTH`), `parameter-encryption` (`true`/`false`). `name` and `version` (the key,
+    /// see [`keychain_core::KeyUri::key_name`]) are allowed and ignored here. Example:
+    /// `tpm2:name=signer?tcti=swtpm:host%3D127.0.0.1,port%3D2321&key-dir=/var/lib/keys`.
     ///
     /// # Errors
     /// [`keychain_core::ErrorKind::InvalidInput`] for another scheme, an unknown attribute or an
@@ -173,7 +173,8 @@ impl Config {
             )));
         }
         const KNOWN: &[&str] = &[
-            "object",
+            "name",
+            "version",
             "tcti",
             "key-dir",
             "srk-handle",
@@ -281,7 +282,7 @@ mod tests {
 
     #[test]
     fn from_uri() {
-        let uri: KeyUri = "tpm2:object=signer?tcti=swtpm:host%3D127.0.0.1,port%3D2321&key-dir=/k&srk-handle=0x81000005&transient-srk=true&key-auth-source=env:TPM_AUTH"
+        let uri: KeyUri = "tpm2:name=signer?tcti=swtpm:host%3D127.0.0.1,port%3D2321&key-dir=/k&srk-handle=0x81000005&transient-srk=true&key-auth-source=env:TPM_AUTH"
             .parse()
             .unwrap();
         let c = Config::from_uri(&uri).unwrap();
