@@ -122,6 +122,16 @@ pub enum Operation {
     Health,
     /// [`crate::Backend::attest_key`].
     AttestKey,
+    /// [`crate::CertStore::save_chain`] (and `save_certificate`).
+    SaveChain,
+    /// [`crate::CertStore::chain`] (and `certificate`).
+    GetChain,
+    /// [`crate::CertStore::delete_chain`].
+    DeleteChain,
+    /// [`crate::CertStore::list_chains`].
+    ListChains,
+    /// [`crate::CertStore::capacity`].
+    CertCapacity,
     /// [`crate::Backend::close`].
     Close,
 }
@@ -147,6 +157,11 @@ impl Operation {
             Self::Random => "random",
             Self::Health => "health",
             Self::AttestKey => "attest_key",
+            Self::SaveChain => "save_chain",
+            Self::GetChain => "get_chain",
+            Self::DeleteChain => "delete_chain",
+            Self::ListChains => "list_chains",
+            Self::CertCapacity => "cert_capacity",
             Self::Close => "close",
         }
     }

@@ -4,6 +4,7 @@ mod algorithm;
 mod attest;
 mod backend;
 mod capabilities;
+mod cert;
 mod error;
 mod key;
 mod name;
@@ -18,6 +19,7 @@ pub use crate::algorithm::{
 pub use crate::attest::{AttestationFormat, KeyAttestation};
 pub use crate::backend::{Backend, BackendExt};
 pub use crate::capabilities::Capabilities;
+pub use crate::cert::{CertCapacity, CertStore};
 pub use crate::error::{Error, ErrorKind, Operation, ProviderCode, Result};
 pub use crate::key::{
     Health, HealthStatus, ImportSpec, KeyInfo, KeyMaterial, KeySpec, KeyVersionInfo, Protection,

@@ -14,12 +14,14 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::slot::{Limit, Slot};
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, HashAlg, Health, HealthStatus, KeyAlgorithm, KeyInfo,
-    KeyName, KeyRef, KeySpec, KeyUsage, KeyVersion, Operation, Protection, Result, RsaPadding,
-    SecretBytes, SignInput, Signature, SignatureScheme, async_trait,
+    Backend, Capabilities, CertCapacity, CertStore, Error, ErrorKind, HashAlg, Health,
+    HealthStatus, KeyAlgorithm, KeyInfo, KeyName, KeyRef, KeySpec, KeyUsage, KeyVersion, Operation,
+    Protection, Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme,
+    async_trait,
 };
 use keychain_crypto::{AeadCiphertext, HEADER_LEN, NONCE_LEN, TAG_LEN};
 
+use crate::certs;
 use crate::config::Config;
 use crate::error::{BACKEND, map};
 use crate::module::{Lease, canonical, token_lock};
@@ -50,6 +52,7 @@ struct Inner {
     module: PathBuf,
     token_label: String,
     slot_id: u64,
+    max_certificates: Option<usize>,
 }
 
 impl std::fmt::Debug for Pkcs11Backend {
@@ -391,6 +394,7 @@ impl Pkcs11Backend {
             module,
             token_label,
             slot_id: slot.id(),
+            max_certificates: config.max_certificates,
         })
     }
 
@@ -888,5 +892,69 @@ impl Backend for Pkcs11Backend {
             h = h.with_detail("free-private-memory", free.to_string());
         }
         Ok(h)
+    }
+}
+
+/// Certificates as `CKO_CERTIFICATE` objects (see the crate docs): the store
+/// `keychain-certstore`'s hybrid store puts first.
+#[async_trait]
+impl CertStore for Pkcs11Backend {
+    async fn save_chain(&self, name: &KeyName, chain: &[Vec<u8>]) -> Result<()> {
+        let (name2, chain, max) = (name.clone(), chain.to_vec(), self.inner.max_certificates);
+        self.inner
+            .pool
+            .run_exclusive(move |s| certs::save(s, &name2, &chain, max))
+            .await
+            .map_err(in_op(Operation::SaveChain, Some(name)))
+    }
+
+    async fn chain(&self, name: &KeyName) -> Result<Vec<Vec<u8>>> {
+        let name2 = name.clone();
+        self.inner
+            .pool
+            .run(move |s| certs::chain(s, &name2))
+            .await
+            .map_err(in_op(Operation::GetChain, Some(name)))
+    }
+
+    async fn delete_chain(&self, name: &KeyName) -> Result<()> {
+        let name2 = name.clone();
+        self.inner
+            .pool
+            .run_exclusive(move |s| certs::delete(s, &name2))
+            .await
+            .map_err(in_op(Operation::DeleteChain, Some(name)))
+    }
+
+    async fn list_chains(&self) -> Result<Vec<KeyName>> {
+        self.inner
+            .pool
+            .run(|s| {
+                let mut names: Vec<KeyName> =
+                    certs::find(s, None)?.into_iter().map(|c| c.name).collect();
+                names.dedup();
+                Ok(names)
+            })
+            .await
+            .map_err(in_op(Operation::ListChains, None))
+    }
+
+    async fn capacity(&self) -> Result<CertCapacity> {
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .pool
+            .run(move |s| {
+                let stored = certs::find(s, None)?.len();
+                let free = inner
+                    .pool
+                    .ctx()
+                    .get_token_info(inner.pool.slot())
+                    .map_err(map)?
+                    .free_public_memory()
+                    .and_then(|b| u64::try_from(b).ok());
+                Ok(CertCapacity::new(stored, inner.max_certificates, free))
+            })
+            .await
+            .map_err(in_op(Operation::CertCapacity, None))
     }
 }

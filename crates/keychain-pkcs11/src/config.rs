@@ -16,6 +16,7 @@ pub const DEFAULT_MAX_SESSIONS: usize = 16;
 /// pin = { env = "HSM_PIN" }             # or { file = "/run/secrets/hsm-pin" }, or "prompt"
 /// max-sessions = 16                     # also bounded by the token's own limit
 /// shared-context = true                 # share one initialized module per process
+/// max-certificates = 32                 # certificates keychain may store on the token
 /// ```
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -37,6 +38,9 @@ pub struct Config {
     /// (reference-counted; `C_Finalize` when the last one closes). PKCS#11 allows one
     /// `C_Initialize` per process, so leave this on unless the module is used by nothing else.
     pub shared_context: bool,
+    /// The most certificates keychain stores on the token (every certificate of every chain);
+    /// a chain that would exceed it is `CapacityExceeded`. Default: no limit but the token's.
+    pub max_certificates: Option<usize>,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             pin: SecretSource::env("KEYCHAIN_PKCS11_PIN"),
             max_sessions: DEFAULT_MAX_SESSIONS,
             shared_context: true,
+            max_certificates: None,
         }
     }
 }
@@ -80,6 +85,13 @@ impl Config {
             pin,
             ..Self::default()
         }
+    }
+
+    /// Sets the certificate limit.
+    #[must_use]
+    pub fn with_max_certificates(mut self, max: usize) -> Self {
+        self.max_certificates = Some(max);
+        self
     }
 
     /// Sets the session limit.

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod backend;
+mod certs;
 mod config;
 mod error;
 mod module;

@@ -29,7 +29,7 @@ use crate::pool::rv_in;
 
 /// An object's attributes, or `None` when it was destroyed since it was found (by another
 /// process, or another session of this one).
-fn attributes(
+pub(crate) fn attributes(
     session: &Session,
     object: ObjectHandle,
     types: &[AttributeType],
@@ -128,14 +128,15 @@ impl KeyEntry {
     }
 }
 
-fn attr_bytes(attrs: &[Attribute], ty: AttributeType) -> Option<&[u8]> {
+pub(crate) fn attr_bytes(attrs: &[Attribute], ty: AttributeType) -> Option<&[u8]> {
     attrs.iter().find_map(|a| match (a, ty) {
         (Attribute::Id(v), AttributeType::Id)
         | (Attribute::Label(v), AttributeType::Label)
         | (Attribute::Modulus(v), AttributeType::Modulus)
         | (Attribute::PublicExponent(v), AttributeType::PublicExponent)
         | (Attribute::EcParams(v), AttributeType::EcParams)
-        | (Attribute::EcPoint(v), AttributeType::EcPoint) => Some(v.as_slice()),
+        | (Attribute::EcPoint(v), AttributeType::EcPoint)
+        | (Attribute::Value(v), AttributeType::Value) => Some(v.as_slice()),
         _ => None,
     })
 }
