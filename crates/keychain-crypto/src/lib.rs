@@ -3,6 +3,7 @@
 mod aead;
 #[cfg(feature = "aws-lc-rs")]
 mod aws_lc;
+pub mod pkcs8;
 mod provider;
 #[cfg(feature = "rustcrypto")]
 mod rust_crypto;

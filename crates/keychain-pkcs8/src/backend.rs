@@ -19,8 +19,8 @@ use keychain_crypto::{
 use keychain_storage::{BlobStore, FileStore, FileStoreOptions, MemoryStore};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Kdf, ProviderKind};
-use crate::format;
+use crate::config::{Config, ProviderKind};
+use keychain_crypto::pkcs8::{self as format, Kdf};
 
 const BACKEND: &str = "pkcs8";
 const META: &str = "meta.json";

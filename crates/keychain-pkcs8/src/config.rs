@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use keychain_core::SecretSource;
+use keychain_crypto::pkcs8::Kdf;
 use serde::{Deserialize, Serialize};
 
 /// Configuration for [`crate::Pkcs8Backend::open`].
@@ -71,40 +72,6 @@ impl Config {
     pub fn with_kdf(mut self, kdf: Kdf) -> Self {
         self.kdf = kdf;
         self
-    }
-}
-
-/// The password-based key derivation used for PBES2 (PKCS#5 v2.1), AES-256-CBC encryption.
-///
-/// Both are read by OpenSSL (`openssl pkey -in FILE -passin pass:...`). Files written with
-/// one KDF remain readable after the configuration changes to another: each file carries its
-/// own parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-#[non_exhaustive]
-pub enum Kdf {
-    /// PBKDF2-HMAC-SHA256.
-    Pbkdf2 {
-        /// Iteration count. The default, 600 000, is OWASP's 2023 figure for PBKDF2-SHA256.
-        iterations: u32,
-    },
-    /// scrypt.
-    #[serde(rename_all = "kebab-case")]
-    Scrypt {
-        /// log2 of the CPU/memory cost N. Keep ≤ 14 with r = 8 for OpenSSL's default memory limit.
-        log_n: u8,
-        /// Block size.
-        r: u32,
-        /// Parallelism.
-        p: u32,
-    },
-}
-
-impl Default for Kdf {
-    fn default() -> Self {
-        Self::Pbkdf2 {
-            iterations: 600_000,
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod backend;
 mod config;
-mod format;
 
 pub use crate::backend::{MAX_RANDOM, Pkcs8Backend};
-pub use crate::config::{Config, Kdf, ProviderKind};
+pub use crate::config::{Config, ProviderKind};
+pub use keychain_crypto::pkcs8::Kdf;

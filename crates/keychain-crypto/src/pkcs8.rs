@@ -1,4 +1,6 @@
-//! PKCS#8 on disk: PBES2 encryption, decryption and algorithm detection.
+//! PKCS#8 documents: PBES2 encryption and decryption, algorithm detection, and the PKCS#8
+//! envelope for AES keys. Shared by the backends that import or export keys as (encrypted)
+//! PKCS#8 — the software backend's files, password-wrapped exports of HSM keys.
 
 use der::asn1::{ObjectIdentifier, OctetStringRef};
 use der::{Decode as _, Encode as _};
@@ -6,7 +8,7 @@ use keychain_core::{Error, ErrorKind, KeyAlgorithm, Result, SecretBytes, identif
 use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 use spki::AlgorithmIdentifierRef;
 
-use crate::config::Kdf;
+use serde::{Deserialize, Serialize};
 
 const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 // AES-GCM key OIDs (NIST CSOR): symmetric keys are stored as a PrivateKeyInfo naming the
@@ -24,8 +26,42 @@ fn aes_oid(algorithm: KeyAlgorithm) -> Option<ObjectIdentifier> {
     }
 }
 
+/// The password-based key derivation used for PBES2 (PKCS#5 v2.1), AES-256-CBC encryption.
+///
+/// Both are read by OpenSSL (`openssl pkey -in FILE -passin pass:...`). Files written with
+/// one KDF remain readable after the configuration changes to another: each file carries its
+/// own parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Kdf {
+    /// PBKDF2-HMAC-SHA256.
+    Pbkdf2 {
+        /// Iteration count. The default, 600 000, is OWASP's 2023 figure for PBKDF2-SHA256.
+        iterations: u32,
+    },
+    /// scrypt.
+    #[serde(rename_all = "kebab-case")]
+    Scrypt {
+        /// log2 of the CPU/memory cost N. Keep ≤ 14 with r = 8 for OpenSSL's default memory limit.
+        log_n: u8,
+        /// Block size.
+        r: u32,
+        /// Parallelism.
+        p: u32,
+    },
+}
+
+impl Default for Kdf {
+    fn default() -> Self {
+        Self::Pbkdf2 {
+            iterations: 600_000,
+        }
+    }
+}
+
 /// The PKCS#8 DER that holds an AES key.
-pub(crate) fn symmetric_to_pkcs8(algorithm: KeyAlgorithm, key: &[u8]) -> Result<SecretBytes> {
+pub fn symmetric_to_pkcs8(algorithm: KeyAlgorithm, key: &[u8]) -> Result<SecretBytes> {
     let oid = aes_oid(algorithm)
         .ok_or_else(|| Error::invalid_input(format!("{algorithm} is not a symmetric algorithm")))?;
     let octets = OctetStringRef::new(key).map_err(encoding)?;
@@ -44,14 +80,15 @@ fn encoding(e: der::Error) -> Error {
 }
 
 /// What a decrypted PKCS#8 document holds.
-pub(crate) struct Plain {
-    pub(crate) algorithm: KeyAlgorithm,
+pub struct Plain {
+    /// The key's algorithm.
+    pub algorithm: KeyAlgorithm,
     /// PKCS#8 DER for asymmetric keys; the raw key for AES.
-    pub(crate) material: SecretBytes,
+    pub material: SecretBytes,
 }
 
 /// Detects the algorithm of a PKCS#8 DER `PrivateKeyInfo` and extracts what the provider needs.
-pub(crate) fn inspect(der: &[u8]) -> Result<Plain> {
+pub fn inspect(der: &[u8]) -> Result<Plain> {
     let info = PrivateKeyInfoRef::from_der(der)
         .map_err(|e| Error::invalid_input(format!("not a PKCS#8 private key: {e}")))?;
     let oid = info.algorithm.oid;
@@ -92,7 +129,7 @@ pub(crate) fn inspect(der: &[u8]) -> Result<Plain> {
 
 /// Encrypts a PKCS#8 DER document with PBES2 under `password`; returns PEM
 /// (`ENCRYPTED PRIVATE KEY`).
-pub(crate) fn encrypt(der: &[u8], password: &[u8], kdf: Kdf) -> Result<String> {
+pub fn encrypt(der: &[u8], password: &[u8], kdf: Kdf) -> Result<String> {
     let mut salt = [0u8; 16];
     let mut iv = [0u8; 16];
     getrandom::fill(&mut salt)
@@ -129,7 +166,7 @@ pub(crate) fn encrypt(der: &[u8], password: &[u8], kdf: Kdf) -> Result<String> {
 /// A document that does not parse is `Integrity` (a torn or corrupted file); one that parses
 /// but does not decrypt is `Unauthenticated`: PBES2 with CBC cannot tell a wrong password from
 /// a tampered ciphertext body, and the wrong password is by far the common case.
-pub(crate) fn decrypt(data: &[u8], password: &[u8]) -> Result<SecretBytes> {
+pub fn decrypt(data: &[u8], password: &[u8]) -> Result<SecretBytes> {
     let corrupt = |what: String| Error::new(ErrorKind::Integrity, what);
     let der_owned;
     let der: &[u8] = if data.starts_with(b"-----BEGIN") {
@@ -157,7 +194,7 @@ pub(crate) fn decrypt(data: &[u8], password: &[u8]) -> Result<SecretBytes> {
 }
 
 /// Reads PKCS#8 given for import: PEM or DER, encrypted or not.
-pub(crate) fn import(data: &[u8], password: Option<&[u8]>) -> Result<SecretBytes> {
+pub fn import(data: &[u8], password: Option<&[u8]>) -> Result<SecretBytes> {
     let trimmed = data.trim_ascii_start();
     let (label, der) = if trimmed.starts_with(b"-----BEGIN") {
         let (label, der) = der::pem::decode_vec(trimmed)
@@ -192,5 +229,44 @@ pub(crate) fn import(data: &[u8], password: Option<&[u8]>) -> Result<SecretBytes
         })
     } else {
         Ok(der)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test assertions")]
+
+    use super::*;
+
+    #[test]
+    fn aes_envelope_encrypts_and_decrypts() {
+        let der = symmetric_to_pkcs8(KeyAlgorithm::Aes256Gcm, &[7; 32]).unwrap();
+        let kdf = Kdf::Pbkdf2 { iterations: 1000 };
+        let pem = encrypt(der.expose(), b"pw", kdf).unwrap();
+        assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        let back = decrypt(pem.as_bytes(), b"pw").unwrap();
+        let plain = inspect(back.expose()).unwrap();
+        assert_eq!(plain.algorithm, KeyAlgorithm::Aes256Gcm);
+        assert_eq!(plain.material.expose(), &[7; 32]);
+        assert_eq!(
+            decrypt(pem.as_bytes(), b"wrong").unwrap_err().kind(),
+            ErrorKind::Unauthenticated
+        );
+        assert_eq!(
+            decrypt(b"-----BEGIN NOTHING-----", b"pw")
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Integrity
+        );
+        // import: the encrypted PEM with and without a password.
+        assert_eq!(
+            import(pem.as_bytes(), None).unwrap_err().kind(),
+            ErrorKind::Unauthenticated
+        );
+        assert_eq!(
+            import(pem.as_bytes(), Some(b"pw")).unwrap().expose(),
+            der.expose()
+        );
+        assert!(symmetric_to_pkcs8(KeyAlgorithm::EcP256, &[1; 32]).is_err());
     }
 }
