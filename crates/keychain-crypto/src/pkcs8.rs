@@ -4,7 +4,9 @@
 
 use der::asn1::{ObjectIdentifier, OctetStringRef};
 use der::{Decode as _, Encode as _};
-use keychain_core::{Error, ErrorKind, KeyAlgorithm, Result, SecretBytes, identify_key_algorithm};
+use keychain_core::{
+    Error, ErrorKind, KeyAlgorithm, KeyMaterial, Result, SecretBytes, identify_key_algorithm,
+};
 use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 use spki::AlgorithmIdentifierRef;
 
@@ -129,7 +131,26 @@ pub fn inspect(der: &[u8]) -> Result<Plain> {
 
 /// Encrypts a PKCS#8 DER document with PBES2 under `password`; returns PEM
 /// (`ENCRYPTED PRIVATE KEY`).
+///
+/// # Errors
+/// `InvalidInput` for a document that is not PKCS#8 or invalid KDF parameters.
 pub fn encrypt(der: &[u8], password: &[u8], kdf: Kdf) -> Result<String> {
+    let doc = encrypt_document(der, password, kdf)?;
+    let pem = doc
+        .to_pem("ENCRYPTED PRIVATE KEY", der::pem::LineEnding::LF)
+        .map_err(encoding)?;
+    Ok(pem.to_string())
+}
+
+/// As [`encrypt`], returning the DER `EncryptedPrivateKeyInfo`.
+///
+/// # Errors
+/// As [`encrypt`].
+pub fn encrypt_der(der: &[u8], password: &[u8], kdf: Kdf) -> Result<Vec<u8>> {
+    Ok(encrypt_document(der, password, kdf)?.as_bytes().to_vec())
+}
+
+fn encrypt_document(der: &[u8], password: &[u8], kdf: Kdf) -> Result<pkcs8::SecretDocument> {
     let mut salt = [0u8; 16];
     let mut iv = [0u8; 16];
     getrandom::fill(&mut salt)
@@ -149,16 +170,12 @@ pub fn encrypt(der: &[u8], password: &[u8], kdf: Kdf) -> Result<String> {
     };
     let info = PrivateKeyInfoRef::from_der(der)
         .map_err(|e| Error::invalid_input(format!("not a PKCS#8 private key: {e}")))?;
-    let doc = info.encrypt_with_params(params, password).map_err(|e| {
+    info.encrypt_with_params(params, password).map_err(|e| {
         Error::new(
             ErrorKind::Unexpected,
             format!("PKCS#8 encryption failed: {e}"),
         )
-    })?;
-    let pem = doc
-        .to_pem("ENCRYPTED PRIVATE KEY", der::pem::LineEnding::LF)
-        .map_err(encoding)?;
-    Ok(pem.to_string())
+    })
 }
 
 /// Decrypts an `ENCRYPTED PRIVATE KEY` (PEM or DER) with `password`; returns the PKCS#8 DER.
@@ -230,6 +247,57 @@ pub fn import(data: &[u8], password: Option<&[u8]>) -> Result<SecretBytes> {
     } else {
         Ok(der)
     }
+}
+
+/// The key an import hands over, as [`Plain`]: PKCS#8 (PEM or DER, encrypted with its own
+/// password or not) or raw AES bytes, checked against `want` (the algorithm the caller asked
+/// for, if any). A raw key without `want` is AES-128/192/256-GCM by its length.
+///
+/// # Errors
+/// `InvalidInput` for material that does not parse, is no AES key, or is not `want`;
+/// `Unauthenticated` for a wrong or missing password; `Unsupported` for other material.
+pub fn from_material(material: &KeyMaterial, want: Option<KeyAlgorithm>) -> Result<Plain> {
+    let plain = match material {
+        KeyMaterial::Pkcs8 { data, password } => {
+            let pw = password.as_ref().map(|p| p.expose().as_bytes());
+            let der = import(data.expose(), pw)?;
+            inspect(der.expose())?
+        }
+        KeyMaterial::Symmetric(key) => {
+            let algorithm = match (want, key.len()) {
+                (Some(a), _) => a,
+                (None, 16) => KeyAlgorithm::Aes128Gcm,
+                (None, 24) => KeyAlgorithm::Aes192Gcm,
+                (None, 32) => KeyAlgorithm::Aes256Gcm,
+                (None, n) => {
+                    return Err(Error::invalid_input(format!(
+                        "a {n}-byte symmetric key is not an AES key"
+                    )));
+                }
+            };
+            if algorithm.symmetric_key_len() != Some(key.len()) {
+                return Err(Error::invalid_input(format!(
+                    "{algorithm} needs a {}-byte key, got {}",
+                    algorithm.symmetric_key_len().unwrap_or_default(),
+                    key.len()
+                )));
+            }
+            Plain {
+                algorithm,
+                material: key.duplicate(),
+            }
+        }
+        _ => return Err(Error::unsupported("this kind of key material")),
+    };
+    if let Some(want) = want
+        && want != plain.algorithm
+    {
+        return Err(Error::invalid_input(format!(
+            "the material is a {} key, the spec asks for {want}",
+            plain.algorithm
+        )));
+    }
+    Ok(plain)
 }
 
 #[cfg(test)]

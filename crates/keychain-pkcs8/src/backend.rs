@@ -502,49 +502,10 @@ impl Pkcs8Backend {
     fn material_from_import(
         &self,
         material: &KeyMaterial,
-        password: Option<&[u8]>,
         spec: &ImportSpec,
     ) -> Result<(KeyAlgorithm, SecretBytes)> {
-        let (algorithm, bytes) = match material {
-            KeyMaterial::Pkcs8 {
-                data,
-                password: own,
-            } => {
-                let pw = own.as_ref().map(|p| p.expose().as_bytes()).or(password);
-                let der = format::import(data.expose(), pw)?;
-                let plain = format::inspect(der.expose())?;
-                (plain.algorithm, plain.material)
-            }
-            KeyMaterial::Symmetric(key) => {
-                let algorithm = match (spec.algorithm, key.len()) {
-                    (Some(a), _) => a,
-                    (None, 16) => KeyAlgorithm::Aes128Gcm,
-                    (None, 24) => KeyAlgorithm::Aes192Gcm,
-                    (None, 32) => KeyAlgorithm::Aes256Gcm,
-                    (None, n) => {
-                        return Err(Error::invalid_input(format!(
-                            "a {n}-byte symmetric key is not an AES key"
-                        )));
-                    }
-                };
-                if algorithm.symmetric_key_len() != Some(key.len()) {
-                    return Err(Error::invalid_input(format!(
-                        "{algorithm} needs a {}-byte key, got {}",
-                        algorithm.symmetric_key_len().unwrap_or_default(),
-                        key.len()
-                    )));
-                }
-                (algorithm, key.duplicate())
-            }
-            _ => return Err(Error::unsupported("this kind of key material")),
-        };
-        if let Some(want) = spec.algorithm
-            && want != algorithm
-        {
-            return Err(Error::invalid_input(format!(
-                "the material is a {algorithm} key, the spec asks for {want}"
-            )));
-        }
+        let plain = format::from_material(material, spec.algorithm)?;
+        let (algorithm, bytes) = (plain.algorithm, plain.material);
         if algorithm.is_asymmetric() {
             // Parse once now so a bad key is refused at import, not at first use.
             self.provider.private_key(algorithm, bytes.expose())?;
@@ -812,7 +773,7 @@ impl Backend for Pkcs8Backend {
         spec: &ImportSpec,
     ) -> Result<KeyInfo> {
         self.ctx(Operation::ImportKey, Some(name), async {
-            let (algorithm, bytes) = self.material_from_import(&material, None, spec)?;
+            let (algorithm, bytes) = self.material_from_import(&material, spec)?;
             let usages = Self::usages_for(algorithm, spec.usages)?;
             self.create_key(name, algorithm, usages, spec.exportable, bytes)
                 .await
@@ -905,7 +866,7 @@ impl Backend for Pkcs8Backend {
             };
             let mut spec = spec.clone();
             spec.algorithm = Some(spec.algorithm.unwrap_or(wrapped.algorithm));
-            let (algorithm, bytes) = self.material_from_import(&material, None, &spec)?;
+            let (algorithm, bytes) = self.material_from_import(&material, &spec)?;
             let usages = Self::usages_for(algorithm, spec.usages)?;
             self.create_key(name, algorithm, usages, spec.exportable, bytes)
                 .await
