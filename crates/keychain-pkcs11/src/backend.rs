@@ -10,15 +10,16 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::slot::{Limit, Slot};
 use keychain_core::{
     Backend, Capabilities, CertCapacity, CertStore, Error, ErrorKind, HashAlg, Health,
-    HealthStatus, KeyAlgorithm, KeyInfo, KeyName, KeyRef, KeySpec, KeyUsage, KeyVersion, Operation,
-    Protection, Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme,
-    async_trait,
+    HealthStatus, ImportSpec, KeyAlgorithm, KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec,
+    KeyUsage, KeyVersion, Operation, Protection, Result, RsaPadding, SecretBytes, SignInput,
+    Signature, SignatureScheme, WrapFormat, WrappedKey, WrappingSpec, async_trait,
 };
+use keychain_crypto::pkcs8::Kdf;
 use keychain_crypto::{AeadCiphertext, HEADER_LEN, NONCE_LEN, TAG_LEN};
 
 use crate::certs;
@@ -53,6 +54,7 @@ struct Inner {
     token_label: String,
     slot_id: u64,
     max_certificates: Option<usize>,
+    export_kdf: Kdf,
 }
 
 impl std::fmt::Debug for Pkcs11Backend {
@@ -284,6 +286,11 @@ fn capabilities(ctx: &Pkcs11, slot: Slot, rng: bool) -> Result<Capabilities> {
     caps.sign_message = true;
     caps.rotate = true;
     caps.random = rng;
+    // Keys are created from material with C_CreateObject; exports leave wrapped (C_WrapKey with
+    // AES key wrap with padding under a session key) and are re-encrypted under the password.
+    caps.import = true;
+    caps.export_wrapped = has(MechanismType::AES_KEY_WRAP_PAD) && has(MechanismType::AES_KEY_GEN);
+    caps.import_wrapped = true;
     caps.health = true;
     Ok(caps)
 }
@@ -395,6 +402,7 @@ impl Pkcs11Backend {
             token_label,
             slot_id: slot.id(),
             max_certificates: config.max_certificates,
+            export_kdf: config.export_kdf,
         })
     }
 
@@ -510,6 +518,100 @@ impl Inner {
         }
     }
 
+    /// Creates version 1 of `name` from imported material (`plain`: PKCS#8 DER or the raw AES
+    /// key) and returns the key as now stored. Private and secret key first: on failure, nothing
+    /// that makes a key is left.
+    fn import(
+        &self,
+        session: &Session,
+        name: &KeyName,
+        plain: &keychain_crypto::pkcs8::Plain,
+        usages: keychain_core::KeyUsages,
+        exportable: bool,
+    ) -> Result<Arc<KeyEntry>> {
+        let random = session.generate_random_vec(12).map_err(map)?;
+        let id = objects::make_id(1, &random);
+        let (public, mut key) = objects::import_templates(
+            name,
+            &id,
+            plain.algorithm,
+            plain.material.expose(),
+            usages,
+            exportable,
+        )?;
+        let created = session.create_object(&key).map_err(map);
+        objects::scrub(&mut key);
+        let private = created?;
+        if let Some(public) = public
+            && let Err(e) = session.create_object(&public).map_err(map)
+        {
+            let _ = session.destroy_object(private);
+            return Err(e);
+        }
+        self.reload(session, name)
+    }
+
+    /// The key material of an extractable key, read through the token's own export: wrapped
+    /// (`CKM_AES_KEY_WRAP_PAD`) under a fresh session AES key that is readable, unwrapped here
+    /// and the session key destroyed. PKCS#8 DER for asymmetric keys, the raw key for AES.
+    fn extract(session: &Session, key: ObjectHandle) -> Result<SecretBytes> {
+        use aes_kw::cipher::KeyInit as _;
+        let kek = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Token(false),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(false),
+                    Attribute::Extractable(true),
+                    Attribute::Wrap(true),
+                    Attribute::Unwrap(false),
+                    Attribute::Encrypt(false),
+                    Attribute::Decrypt(false),
+                ],
+            )
+            .map_err(map)?;
+        let result = (|| {
+            let wrapped = session
+                .wrap_key(&Mechanism::AesKeyWrapPad, kek, key)
+                .map_err(map)
+                .map_err(|e| match rv_in(&e) {
+                    // SoftHSM 2.6, for one, cannot wrap EdDSA keys.
+                    Some(RvError::KeyNotWrappable) => Error::unsupported(
+                        "this token cannot export keys of this type (CKR_KEY_NOT_WRAPPABLE)",
+                    )
+                    .with_source(e),
+                    _ => e,
+                })?;
+            let mut attrs = session
+                .get_attributes(kek, &[AttributeType::Value])
+                .map_err(map)?;
+            let value = zeroize::Zeroizing::new(
+                objects::attr_bytes(&attrs, AttributeType::Value)
+                    .unwrap_or_default()
+                    .to_vec(),
+            );
+            objects::scrub(&mut attrs);
+            let kwp = aes_kw::KwpAes256::new_from_slice(&value)
+                .map_err(|_| Error::new(ErrorKind::Unexpected, "the session key is not AES-256"))?;
+            let mut buf = zeroize::Zeroizing::new(vec![0u8; wrapped.len()]);
+            let plain = kwp.unwrap_key(&wrapped, &mut buf).map_err(|_| {
+                Error::new(
+                    ErrorKind::Integrity,
+                    "the token's wrapped key does not unwrap",
+                )
+            })?;
+            Ok(SecretBytes::from_slice(plain))
+        })();
+        if let Err(e) = session.destroy_object(kek) {
+            tracing::warn!(error = %e, "destroying the export session key failed");
+        }
+        result
+    }
+
     /// Creates version `version` of `name` and returns the key as now stored.
     fn create(
         &self,
@@ -534,6 +636,72 @@ impl Inner {
             }
         }
         self.reload(session, name)
+    }
+}
+
+/// Some modules (SoftHSM 2.6) zero-pad what they wrap to a multiple of 8 bytes before the
+/// RFC 5649 wrap, so the unwrapped bytes can end in zeros that belong to no key: cut to the
+/// AES key length (`key_len`) or the DER length of the PKCS#8 document, and refuse anything but
+/// zeros after it.
+fn trim_padding(material: SecretBytes, key_len: Option<usize>) -> Result<SecretBytes> {
+    let bytes = material.expose();
+    let len = match key_len {
+        Some(n) => n,
+        None => {
+            let err =
+                |e: der::Error| Error::new(ErrorKind::Integrity, format!("exported key: {e}"));
+            let mut reader = der::SliceReader::new(bytes).map_err(err)?;
+            let header = <der::Header as der::Decode<'_>>::decode(&mut reader).map_err(err)?;
+            let end = (der::Reader::position(&reader) + header.length()).map_err(err)?;
+            usize::try_from(end).map_err(err)?
+        }
+    };
+    if len > bytes.len() || bytes[len..].iter().any(|b| *b != 0) {
+        return Err(Error::new(
+            ErrorKind::Integrity,
+            "the token exported a key of an unexpected length",
+        ));
+    }
+    if len == bytes.len() {
+        return Ok(material);
+    }
+    Ok(SecretBytes::from_slice(&bytes[..len]))
+}
+
+impl Pkcs11Backend {
+    /// Imports `plain` as the new key `name` (shared by `import_key` and `import_wrapped`).
+    async fn import_plain(
+        &self,
+        name: &KeyName,
+        plain: keychain_crypto::pkcs8::Plain,
+        spec: &ImportSpec,
+    ) -> Result<KeyInfo> {
+        let algorithm = plain.algorithm;
+        if !self.inner.capabilities.supports_algorithm(algorithm) {
+            return Err(Error::unsupported(format!(
+                "this token does not offer {algorithm} keys"
+            )));
+        }
+        let key_spec = KeySpec::new(algorithm).with_usages(spec.usages);
+        key_spec.validate()?;
+        let (usages, exportable) = (key_spec.effective_usages(), spec.exportable);
+        let inner = Arc::clone(&self.inner);
+        let name2 = name.clone();
+        self.inner
+            .pool
+            .run_exclusive(move |s| {
+                if objects::load(s, &name2)?.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("a key named {name2} exists"),
+                    ));
+                }
+                for (h, _, _) in objects::objects_of(s, &name2)? {
+                    s.destroy_object(h).map_err(map)?;
+                }
+                Ok(inner.import(s, &name2, &plain, usages, exportable)?.info())
+            })
+            .await
     }
 }
 
@@ -822,6 +990,119 @@ impl Backend for Pkcs11Backend {
             })
             .await
             .map_err(in_op(Operation::RotateKey, Some(name)))
+    }
+
+    async fn import_key(
+        &self,
+        name: &KeyName,
+        material: KeyMaterial,
+        spec: &ImportSpec,
+    ) -> Result<KeyInfo> {
+        let fail = in_op(Operation::ImportKey, Some(name));
+        let plain =
+            keychain_crypto::pkcs8::from_material(&material, spec.algorithm).map_err(&fail)?;
+        drop(material);
+        self.import_plain(name, plain, spec).await.map_err(fail)
+    }
+
+    async fn export_wrapped(&self, key: &KeyRef, with: &WrappingSpec) -> Result<WrappedKey> {
+        let fail = in_op(Operation::ExportWrapped, Some(key.name()));
+        let WrappingSpec::Password(password) = with else {
+            return Err(fail(Error::unsupported(
+                "wrapping under another key of the token; use WrappingSpec::Password",
+            )));
+        };
+        if password.expose().is_empty() {
+            return Err(fail(Error::invalid_input("the export password is empty")));
+        }
+        if !self.inner.capabilities.export_wrapped {
+            return Err(fail(Error::unsupported(
+                "this token has no CKM_AES_KEY_WRAP_PAD to export keys with",
+            )));
+        }
+        let inner = Arc::clone(&self.inner);
+        let (key2, password) = (key.clone(), password.duplicate());
+        self.inner
+            .pool
+            .run(move |s| {
+                let entry = inner.reload(s, key2.name())?;
+                if !entry.exportable {
+                    return Err(Error::new(
+                        ErrorKind::PermissionDenied,
+                        "the key was not created exportable (CKA_EXTRACTABLE is false)",
+                    ));
+                }
+                let version = entry.version(key2.version())?;
+                let material = trim_padding(
+                    Inner::extract(s, version.key)?,
+                    entry.algorithm.symmetric_key_len(),
+                )?;
+                let der = if entry.algorithm.is_symmetric() {
+                    keychain_crypto::pkcs8::symmetric_to_pkcs8(entry.algorithm, material.expose())?
+                } else {
+                    material
+                };
+                let found = keychain_crypto::pkcs8::inspect(der.expose())?.algorithm;
+                if found != entry.algorithm {
+                    return Err(Error::new(
+                        ErrorKind::Integrity,
+                        format!(
+                            "the token exported a {found} key for a {} key",
+                            entry.algorithm
+                        ),
+                    ));
+                }
+                let bytes = keychain_crypto::pkcs8::encrypt_der(
+                    der.expose(),
+                    password.expose().as_bytes(),
+                    inner.export_kdf,
+                )?;
+                Ok(WrappedKey::new(
+                    WrapFormat::EncryptedPkcs8,
+                    entry.algorithm,
+                    bytes,
+                ))
+            })
+            .await
+            .map_err(fail)
+    }
+
+    async fn import_wrapped(
+        &self,
+        name: &KeyName,
+        wrapped: &WrappedKey,
+        unwrap_with: &WrappingSpec,
+        spec: &ImportSpec,
+    ) -> Result<KeyInfo> {
+        let fail = in_op(Operation::ImportWrapped, Some(name));
+        let WrappingSpec::Password(password) = unwrap_with else {
+            return Err(fail(Error::unsupported(
+                "unwrapping with another key of the token; use WrappingSpec::Password",
+            )));
+        };
+        if wrapped.format != WrapFormat::EncryptedPkcs8 {
+            return Err(fail(Error::unsupported(format!(
+                "wrapped key format {:?}",
+                wrapped.format
+            ))));
+        }
+        let (data, pw) = (wrapped.bytes.clone(), password.duplicate());
+        let der = tokio::task::spawn_blocking(move || {
+            keychain_crypto::pkcs8::decrypt(&data, pw.expose().as_bytes())
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("import task failed: {e}")))
+        .map_err(&fail)?
+        .map_err(&fail)?;
+        let plain = keychain_crypto::pkcs8::inspect(der.expose()).map_err(&fail)?;
+        let want = spec.algorithm.unwrap_or(wrapped.algorithm);
+        if plain.algorithm != want {
+            return Err(fail(Error::invalid_input(format!(
+                "the wrapped key is a {} key, expected {want}",
+                plain.algorithm
+            ))));
+        }
+        self.import_plain(name, plain, spec).await.map_err(fail)
     }
 
     async fn random(&self, len: usize) -> Result<Vec<u8>> {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use keychain_core::{Error, KeyUri, Result, SecretSource};
+use keychain_crypto::pkcs8::Kdf;
 use serde::{Deserialize, Serialize};
 
 /// The default upper bound on open sessions per backend.
@@ -41,6 +42,9 @@ pub struct Config {
     /// The most certificates keychain stores on the token (every certificate of every chain);
     /// a chain that would exceed it is `CapacityExceeded`. Default: no limit but the token's.
     pub max_certificates: Option<usize>,
+    /// The password KDF of `export_wrapped` with a password (PBES2). Default: PBKDF2-SHA256,
+    /// 600 000 iterations.
+    pub export_kdf: Kdf,
 }
 
 impl Default for Config {
@@ -53,6 +57,7 @@ impl Default for Config {
             max_sessions: DEFAULT_MAX_SESSIONS,
             shared_context: true,
             max_certificates: None,
+            export_kdf: Kdf::default(),
         }
     }
 }
@@ -85,6 +90,13 @@ impl Config {
             pin,
             ..Self::default()
         }
+    }
+
+    /// Sets the KDF of password exports.
+    #[must_use]
+    pub fn with_export_kdf(mut self, kdf: Kdf) -> Self {
+        self.export_kdf = kdf;
+        self
     }
 
     /// Sets the certificate limit.

@@ -542,6 +542,147 @@ pub(crate) fn templates(
     })
 }
 
+/// Zeroizes the secret values in a template or attribute list (after the token has them).
+pub(crate) fn scrub(attrs: &mut [Attribute]) {
+    use zeroize::Zeroize as _;
+    for a in attrs {
+        if let Attribute::Value(v)
+        | Attribute::PrivateExponent(v)
+        | Attribute::Prime1(v)
+        | Attribute::Prime2(v)
+        | Attribute::Exponent1(v)
+        | Attribute::Exponent2(v)
+        | Attribute::Coefficient(v) = a
+        {
+            v.zeroize();
+        }
+    }
+}
+
+/// Templates (`C_CreateObject`) of an imported key: `material` is the PKCS#8 DER of an
+/// asymmetric key or the raw AES key (see `keychain_crypto::pkcs8::Plain`). Returns the public
+/// key's template (asymmetric keys) and the private or secret key's.
+pub(crate) fn import_templates(
+    name: &KeyName,
+    id: &[u8],
+    algorithm: KeyAlgorithm,
+    material: &[u8],
+    usages: KeyUsages,
+    exportable: bool,
+) -> Result<(Option<Vec<Attribute>>, Vec<Attribute>)> {
+    let made = templates(name, id, algorithm, usages, exportable)?;
+    // The generation templates minus what only generation takes; plus class, type and the key.
+    let strip = |t: Vec<Attribute>| -> Vec<Attribute> {
+        t.into_iter()
+            .filter(|a| {
+                !matches!(
+                    a,
+                    Attribute::ValueLen(_)
+                        | Attribute::ModulusBits(_)
+                        | Attribute::PublicExponent(_)
+                )
+            })
+            .collect()
+    };
+    fn bad(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> Error {
+        move |e| Error::invalid_input(format!("malformed {what}: {e}"))
+    }
+    if algorithm.is_symmetric() {
+        let mut key = strip(made.key);
+        key.extend([
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Value(material.to_vec()),
+        ]);
+        return Ok((None, key));
+    }
+    let info = pkcs8::PrivateKeyInfoRef::from_der(material).map_err(|e| bad("PKCS#8 key")(&e))?;
+    let mut public = strip(made.public.unwrap_or_default());
+    let mut key = strip(made.key);
+    public.push(Attribute::Class(ObjectClass::PUBLIC_KEY));
+    key.push(Attribute::Class(ObjectClass::PRIVATE_KEY));
+    let octets = |v: der::asn1::UintRef<'_>| v.as_bytes().to_vec();
+    if algorithm.is_rsa() {
+        let rsa =
+            pkcs1::RsaPrivateKey::<der::asn1::UintRef<'_>>::from_der(info.private_key.as_bytes())
+                .map_err(|e| bad("RSA key")(&e))?;
+        public.extend([
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Modulus(octets(rsa.modulus)),
+            Attribute::PublicExponent(octets(rsa.public_exponent)),
+        ]);
+        key.extend([
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Modulus(octets(rsa.modulus)),
+            Attribute::PublicExponent(octets(rsa.public_exponent)),
+            Attribute::PrivateExponent(octets(rsa.private_exponent)),
+            Attribute::Prime1(octets(rsa.prime1)),
+            Attribute::Prime2(octets(rsa.prime2)),
+            Attribute::Exponent1(octets(rsa.exponent1)),
+            Attribute::Exponent2(octets(rsa.exponent2)),
+            Attribute::Coefficient(octets(rsa.coefficient)),
+        ]);
+        return Ok((Some(public), key));
+    }
+    // EC and Ed25519: the private value, and the public point computed from it.
+    let (key_type, secret, point) = match algorithm {
+        KeyAlgorithm::EcP256 => {
+            use p256::pkcs8::DecodePrivateKey as _;
+            let k = p256::SecretKey::from_pkcs8_der(material).map_err(|e| bad("P-256 key")(&e))?;
+            let point =
+                p256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(&k.public_key(), false);
+            (
+                KeyType::EC,
+                k.to_bytes().to_vec(),
+                point.as_bytes().to_vec(),
+            )
+        }
+        KeyAlgorithm::EcP384 => {
+            use p384::pkcs8::DecodePrivateKey as _;
+            let k = p384::SecretKey::from_pkcs8_der(material).map_err(|e| bad("P-384 key")(&e))?;
+            let point =
+                p384::elliptic_curve::sec1::ToSec1Point::to_sec1_point(&k.public_key(), false);
+            (
+                KeyType::EC,
+                k.to_bytes().to_vec(),
+                point.as_bytes().to_vec(),
+            )
+        }
+        KeyAlgorithm::EcP521 => {
+            use p521::pkcs8::DecodePrivateKey as _;
+            let k = p521::SecretKey::from_pkcs8_der(material).map_err(|e| bad("P-521 key")(&e))?;
+            let point =
+                p521::elliptic_curve::sec1::ToSec1Point::to_sec1_point(&k.public_key(), false);
+            (
+                KeyType::EC,
+                k.to_bytes().to_vec(),
+                point.as_bytes().to_vec(),
+            )
+        }
+        KeyAlgorithm::Ed25519 => {
+            use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+            let k = ed25519_dalek::SigningKey::from_pkcs8_der(material)
+                .map_err(|e| bad("Ed25519 key")(&e))?;
+            (
+                KeyType::EC_EDWARDS,
+                k.to_bytes().to_vec(),
+                k.verifying_key().to_bytes().to_vec(),
+            )
+        }
+        other => return Err(Error::unsupported(format!("importing {other} keys"))),
+    };
+    let point = OctetString::new(point)
+        .and_then(|o| o.to_der())
+        .map_err(|e| bad("EC point")(&e))?;
+    public.extend([Attribute::KeyType(key_type), Attribute::EcPoint(point)]);
+    key.extend([
+        Attribute::KeyType(key_type),
+        Attribute::EcParams(ec_params(algorithm)?),
+        Attribute::Value(secret),
+    ]);
+    Ok((Some(public), key))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test assertions")]

@@ -1366,29 +1366,53 @@ async fn export_import(ctx: &Ctx<'_>) -> R<Outcome> {
             "Capabilities::export_wrapped and Capabilities::import_wrapped are not both set",
         );
     }
-    let alg = match cheapest_signable(caps) {
-        Some(a) => a,
-        None => match symmetric(caps).first().copied() {
-            Some(a) if caps.aead => a,
-            _ => return skipped("no signable algorithm and no AEAD algorithm to export"),
-        },
-    };
+    // The cheapest signable algorithm first, then the others, then AES: a backend may be unable
+    // to export some algorithms (`Unsupported`, noted), but it must export one.
+    let mut order = signable(caps);
+    order.sort_by_key(|a| crate::ctx::cost(*a));
+    if caps.aead {
+        order.extend(symmetric(caps));
+    }
+    if order.is_empty() {
+        return skipped("no signable algorithm and no AEAD algorithm to export");
+    }
     let b = ctx.backend;
     let good = format!("kt-password-{}", random_hex(8));
-
-    let spec = KeySpec::new(alg).exportable(true);
-    let (orig, info) = ctx.generate(&format!("{alg}-orig"), &spec).await?;
-    check_fresh_info(
-        &info,
-        &orig,
-        &spec,
-        caps,
-        &format!("generate_key {orig} (exportable)"),
-    )?;
-    let wrapped = b
-        .export_wrapped(&KeyRef::latest(orig.clone()), &password(&good))
-        .await
-        .during(format_args!("export_wrapped {orig} with a password"))?;
+    let mut exported = None;
+    for alg in order {
+        let spec = KeySpec::new(alg).exportable(true);
+        let (orig, info) = ctx.generate(&format!("{alg}-orig"), &spec).await?;
+        check_fresh_info(
+            &info,
+            &orig,
+            &spec,
+            caps,
+            &format!("generate_key {orig} (exportable)"),
+        )?;
+        match b
+            .export_wrapped(&KeyRef::latest(orig.clone()), &password(&good))
+            .await
+        {
+            Ok(wrapped) => {
+                exported = Some((alg, orig, info, wrapped));
+                break;
+            }
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                ctx.note(format!("exporting {alg} keys ({e})"));
+                ctx.delete(&orig).await?;
+            }
+            Err(e) => {
+                return Err(Fail(format!(
+                    "export_wrapped {orig} with a password failed: {e}"
+                )));
+            }
+        }
+    }
+    let Some((alg, orig, info, wrapped)) = exported else {
+        return Err(Fail(
+            "Capabilities::export_wrapped is set but no algorithm exported".to_owned(),
+        ));
+    };
     ensure!(
         wrapped.algorithm == alg,
         "export_wrapped {orig}: the WrappedKey says {}, the key is {alg}",

@@ -47,13 +47,15 @@ pub fn env() -> Option<Env> {
 }
 
 impl Env {
-    /// The configuration for the cell's token with the right PIN.
+    /// The configuration for the cell's token with the right PIN (and a cheap export KDF: the
+    /// default's 600 000 PBKDF2 rounds take seconds in a debug build).
     pub fn config(&self) -> Config {
         Config::new(
             &self.module,
             &self.token,
             SecretSource::value(self.pin.clone()),
         )
+        .with_export_kdf(keychain_crypto::pkcs8::Kdf::Pbkdf2 { iterations: 2048 })
     }
 
     /// A backend on the cell's token.
