@@ -174,55 +174,64 @@ impl Device {
     /// An HMAC session salted with the SRK (so its key is unknown to anyone who sees the
     /// traffic) that encrypts parameters with AES-128-CFB.
     fn start_session(&mut self) -> Result<()> {
-        let session = self
-            .ctx
-            .start_auth_session(
-                Some(self.srk),
-                None,
-                None,
-                SessionType::Hmac,
-                SymmetricDefinition::AES_128_CFB,
-                HashingAlgorithm::Sha256,
-            )
-            .map_err(ctx_err("starting the parameter-encryption session"))?
-            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "the TPM started no session"))?;
-        self.session = Some(session);
+        self.start_session_tss()
+            .map_err(ctx_err("starting the parameter-encryption session"))
+    }
+
+    fn start_session_tss(&mut self) -> tss_esapi::Result<()> {
+        let session = self.ctx.start_auth_session(
+            Some(self.srk),
+            None,
+            None,
+            SessionType::Hmac,
+            SymmetricDefinition::AES_128_CFB,
+            HashingAlgorithm::Sha256,
+        )?;
+        self.session = session;
         Ok(())
     }
 
     /// Runs `f` with one authorization session: the salted session with `enc`'s parameters
     /// encrypted, or a password session when parameter encryption is off. A session the TPM
-    /// lost is restarted once.
+    /// lost is replaced and `f` run once more; with parameter encryption on, nothing ever runs
+    /// without it (a session that cannot be started fails the call).
     fn authorized<T>(
         &mut self,
         enc: Enc,
         mut f: impl FnMut(&mut Context) -> tss_esapi::Result<T>,
     ) -> tss_esapi::Result<T> {
-        for attempt in 0..2 {
-            let Some(session) = self.session else {
-                return self
-                    .ctx
-                    .execute_with_session(Some(AuthSession::Password), &mut f);
-            };
-            let (attributes, mask) = SessionAttributesBuilder::new()
-                .with_continue_session(true)
-                .with_decrypt(matches!(enc, Enc::Command | Enc::Both))
-                .with_encrypt(matches!(enc, Enc::Response | Enc::Both))
-                .build();
-            self.ctx.tr_sess_set_attributes(session, attributes, mask)?;
-            match self.ctx.execute_with_session(Some(session), &mut f) {
-                Err(e) if attempt == 0 && is_session_trouble(&e) => {
-                    tracing::warn!(error = %e, "TPM session lost; starting a new one");
+        match self.authorized_once(enc, &mut f) {
+            Err(e) if self.session.is_some() && is_session_trouble(&e) => {
+                tracing::warn!(error = %e, "TPM session lost; starting a new one");
+                if let Some(session) = self.session.take() {
                     let _ = self.ctx.flush_context(SessionHandleOf(session).into());
-                    self.session = None;
-                    if self.start_session().is_err() {
-                        return Err(e);
-                    }
                 }
-                other => return other,
+                self.authorized_once(enc, &mut f)
             }
+            other => other,
         }
-        unreachable!("the loop returns on its second attempt")
+    }
+
+    fn authorized_once<T>(
+        &mut self,
+        enc: Enc,
+        f: &mut impl FnMut(&mut Context) -> tss_esapi::Result<T>,
+    ) -> tss_esapi::Result<T> {
+        if self.session.is_none() && self.probe.parameter_encryption {
+            self.start_session_tss()?;
+        }
+        let Some(session) = self.session else {
+            return self
+                .ctx
+                .execute_with_session(Some(AuthSession::Password), f);
+        };
+        let (attributes, mask) = SessionAttributesBuilder::new()
+            .with_continue_session(true)
+            .with_decrypt(matches!(enc, Enc::Command | Enc::Both))
+            .with_encrypt(matches!(enc, Enc::Response | Enc::Both))
+            .build();
+        self.ctx.tr_sess_set_attributes(session, attributes, mask)?;
+        self.ctx.execute_with_session(Some(session), f)
     }
 
     /// The handle of a loaded key, loading it (and evicting the least recently used key when
@@ -365,7 +374,7 @@ impl Device {
         let mut out = Zeroizing::new(Vec::with_capacity(len));
         while out.len() < len {
             let want = (len - out.len()).min(32);
-            let chunk = if self.session.is_some() {
+            let chunk = if self.probe.parameter_encryption {
                 self.authorized(Enc::Response, |ctx| ctx.get_random(want))
             } else {
                 self.ctx.get_random(want)
@@ -487,6 +496,9 @@ impl Device {
         let qualifying = Data::try_from(nonce.to_vec())
             .map_err(|_| Error::invalid_input("the nonce is longer than 64 bytes"));
         let result = qualifying.and_then(|qualifying| {
+            if self.session.is_none() && self.probe.parameter_encryption {
+                self.start_session()?;
+            }
             let session = self.session.unwrap_or(AuthSession::Password);
             if let Some(s) = self.session {
                 let (attributes, mask) = SessionAttributesBuilder::new()
