@@ -612,6 +612,39 @@ impl Inner {
         result
     }
 
+    /// The PKCS#8 DER of an extractable key (AES keys in keychain's PKCS#8 envelope), checked
+    /// to be the key's algorithm.
+    fn extract_pkcs8(&self, s: &Session, key: &KeyRef) -> Result<(KeyAlgorithm, SecretBytes)> {
+        let entry = self.reload(s, key.name())?;
+        if !entry.exportable {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "the key was not created exportable (CKA_EXTRACTABLE is false)",
+            ));
+        }
+        let version = entry.version(key.version())?;
+        let material = trim_padding(
+            Self::extract(s, version.key)?,
+            entry.algorithm.symmetric_key_len(),
+        )?;
+        let der = if entry.algorithm.is_symmetric() {
+            keychain_crypto::pkcs8::symmetric_to_pkcs8(entry.algorithm, material.expose())?
+        } else {
+            material
+        };
+        let found = keychain_crypto::pkcs8::inspect(der.expose())?.algorithm;
+        if found != entry.algorithm {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "the token exported a {found} key for a {} key",
+                    entry.algorithm
+                ),
+            ));
+        }
+        Ok((entry.algorithm, der))
+    }
+
     /// Creates version `version` of `name` and returns the key as now stored.
     fn create(
         &self,
@@ -669,6 +702,41 @@ fn trim_padding(material: SecretBytes, key_len: Option<usize>) -> Result<SecretB
 }
 
 impl Pkcs11Backend {
+    /// The key material of an extractable key, **in the clear, in this process's memory**: PKCS#8
+    /// DER for RSA, EC and Ed25519 keys, the raw bytes for AES (zeroized when dropped). For
+    /// re-encoding into another protected format — a SmartCard-HSM backup blob under a DKEK —
+    /// where [`Backend::export_wrapped`] has no matching `WrappingSpec`. The token wraps the key
+    /// under a session key first (`CKM_AES_KEY_WRAP_PAD`), as for a password export.
+    ///
+    /// # Errors
+    /// `PermissionDenied` for a key not created exportable; `Unsupported` for keys the token
+    /// cannot wrap (SoftHSM 2.6: Ed25519) or a token without `CKM_AES_KEY_WRAP_PAD`;
+    /// `NotFound` for a missing key or version.
+    pub async fn extract_key(&self, key: &KeyRef) -> Result<KeyMaterial> {
+        let fail = in_op(Operation::ExportWrapped, Some(key.name()));
+        if !self.inner.capabilities.export_wrapped {
+            return Err(fail(Error::unsupported(
+                "this token has no CKM_AES_KEY_WRAP_PAD to export keys with",
+            )));
+        }
+        let inner = Arc::clone(&self.inner);
+        let key2 = key.clone();
+        let (algorithm, der) = self
+            .inner
+            .pool
+            .run(move |s| inner.extract_pkcs8(s, &key2))
+            .await
+            .map_err(&fail)?;
+        if algorithm.is_symmetric() {
+            let plain = keychain_crypto::pkcs8::inspect(der.expose()).map_err(&fail)?;
+            return Ok(KeyMaterial::Symmetric(plain.material));
+        }
+        Ok(KeyMaterial::Pkcs8 {
+            data: der,
+            password: None,
+        })
+    }
+
     /// Imports `plain` as the new key `name` (shared by `import_key` and `import_wrapped`).
     async fn import_plain(
         &self,
@@ -1025,33 +1093,7 @@ impl Backend for Pkcs11Backend {
         self.inner
             .pool
             .run(move |s| {
-                let entry = inner.reload(s, key2.name())?;
-                if !entry.exportable {
-                    return Err(Error::new(
-                        ErrorKind::PermissionDenied,
-                        "the key was not created exportable (CKA_EXTRACTABLE is false)",
-                    ));
-                }
-                let version = entry.version(key2.version())?;
-                let material = trim_padding(
-                    Inner::extract(s, version.key)?,
-                    entry.algorithm.symmetric_key_len(),
-                )?;
-                let der = if entry.algorithm.is_symmetric() {
-                    keychain_crypto::pkcs8::symmetric_to_pkcs8(entry.algorithm, material.expose())?
-                } else {
-                    material
-                };
-                let found = keychain_crypto::pkcs8::inspect(der.expose())?.algorithm;
-                if found != entry.algorithm {
-                    return Err(Error::new(
-                        ErrorKind::Integrity,
-                        format!(
-                            "the token exported a {found} key for a {} key",
-                            entry.algorithm
-                        ),
-                    ));
-                }
+                let (algorithm, der) = inner.extract_pkcs8(s, &key2)?;
                 let bytes = keychain_crypto::pkcs8::encrypt_der(
                     der.expose(),
                     password.expose().as_bytes(),
@@ -1059,7 +1101,7 @@ impl Backend for Pkcs11Backend {
                 )?;
                 Ok(WrappedKey::new(
                     WrapFormat::EncryptedPkcs8,
-                    entry.algorithm,
+                    algorithm,
                     bytes,
                 ))
             })
