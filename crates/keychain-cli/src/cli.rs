@@ -56,6 +56,9 @@ pub(crate) enum Command {
     Encrypt(CipherArgs),
     /// Decrypt a ciphertext made by `keychain encrypt`.
     Decrypt(CipherArgs),
+    /// SmartCard-HSM DKEK shares: create a share file, show the KCV of the DKEK shares make.
+    #[command(subcommand)]
+    Dkek(DkekCommand),
     /// List the configured backends, their types and capabilities.
     Backends,
     /// Check every configured backend; exits non-zero if one is unhealthy or unreachable.
@@ -107,6 +110,82 @@ pub(crate) enum KeyCommand {
     },
     /// Import a PKCS#8 private key (PEM or DER, encrypted or not).
     Import(ImportArgs),
+    /// Back up a key (created exportable) as a SmartCard-HSM blob under the DKEK of the shares.
+    Backup {
+        /// The key (`backend:name`, `name`, `name@2`).
+        key: String,
+        /// The DKEK share files and their passwords.
+        #[command(flatten)]
+        shares: SharesArgs,
+        /// Where the blob goes (binary).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a SmartCard-HSM backup blob as a new key (in any backend that imports keys).
+    Restore {
+        /// The new key's name (`name` or `backend:name`).
+        name: String,
+        /// The blob (from a card's WRAP KEY or `keychain key backup`).
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// The DKEK share files and their passwords.
+        #[command(flatten)]
+        shares: SharesArgs,
+        /// Allow the restored key to be exported again.
+        #[arg(long)]
+        exportable: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DkekCommand {
+    /// Create a DKEK share file: 32 random bytes under a password, in the 64-byte format of
+    /// `sc-hsm-tool --create-dkek-share`. Prints the share's KCV (and the custodian sheets with
+    /// --pwd-shares).
+    CreateShare {
+        /// The new share file (never overwritten).
+        file: PathBuf,
+        /// Protect the password with T-of-N password shares instead: a random password, split
+        /// and printed as one sheet per custodian.
+        #[arg(long, value_name = "T:N")]
+        pwd_shares: Option<String>,
+        /// Environment variable holding the share's password (prompted twice otherwise).
+        #[arg(long, value_name = "VAR", conflicts_with = "pwd_shares")]
+        password_env: Option<String>,
+        /// Key-derivation rounds.
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// The key check value of the DKEK the given share files make together (their XOR).
+    Kcv {
+        /// The share files and their passwords.
+        #[command(flatten)]
+        shares: SharesArgs,
+    },
+}
+
+/// DKEK share files, each with its password.
+#[derive(Debug, Args)]
+pub(crate) struct SharesArgs {
+    /// A DKEK share file; repeat for every share of the DKEK.
+    #[arg(long = "share", value_name = "FILE", required = true)]
+    pub(crate) shares: Vec<PathBuf>,
+    /// Environment variable holding a share's password, in the order of --share; shares without
+    /// one are prompted for.
+    #[arg(long = "password-env", value_name = "VAR")]
+    pub(crate) password_envs: Vec<String>,
+    /// Key-derivation rounds.
+    #[command(flatten)]
+    pub(crate) kdf: KdfArgs,
+}
+
+/// The share files' key derivation.
+#[derive(Debug, Args)]
+pub(crate) struct KdfArgs {
+    /// Rounds of the share files' key derivation. The card's tool reads and writes only the
+    /// default; other counts are for tests.
+    #[arg(long, value_name = "N", default_value_t = keychain_sc_hsm::dkek::DEFAULT_KDF_ROUNDS)]
+    pub(crate) kdf_rounds: u32,
 }
 
 /// Public key encodings.

@@ -673,3 +673,219 @@ fn help_documents_exit_codes() {
     assert!(text.contains("Exit codes:"), "{text}");
     assert!(text.contains("  6  invalid signature"), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// SmartCard-HSM DKEK shares and key backups
+
+const ALREADY_EXISTS: i32 = 4;
+
+/// `dkek create-share FILE` with a password from the environment and a cheap KDF (tests only).
+fn create_share(store: &Store, file: &str, password: &str) -> Value {
+    let out = store
+        .cmd(&[
+            "--output",
+            "json",
+            "dkek",
+            "create-share",
+            &store.arg(file),
+            "--password-env",
+            "SHARE_PW",
+            "--kdf-rounds",
+            "1000",
+        ])
+        .env("SHARE_PW", password)
+        .output()
+        .unwrap();
+    json(&ok(out, &["dkek", "create-share", file]))
+}
+
+/// The DKEK two share files make, opened with the library (not the CLI).
+fn library_kcv(store: &Store, files: &[(&str, &str)]) -> String {
+    use keychain_sc_hsm::dkek::{Dkek, Kdf, ShareFile};
+    let kdf = Kdf::with_rounds(1000).unwrap();
+    let shares: Vec<_> = files
+        .iter()
+        .map(|(f, pw)| {
+            ShareFile::from_bytes(&std::fs::read(store.path(f)).unwrap())
+                .unwrap()
+                .open(pw.as_bytes(), &kdf)
+                .unwrap()
+        })
+        .collect();
+    Dkek::combine(&shares).unwrap().kcv().to_string()
+}
+
+fn shares_args(store: &Store, files: &[&str]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        args.extend([
+            "--share".to_owned(),
+            store.arg(f),
+            "--password-env".to_owned(),
+            format!("SHARE_PW_{i}"),
+        ]);
+    }
+    args.extend(["--kdf-rounds".to_owned(), "1000".to_owned()]);
+    args
+}
+
+#[test]
+fn dkek_shares_and_their_kcv() {
+    let store = Store::new();
+    let a = create_share(&store, "a.pbe", "alpha");
+    let b = create_share(&store, "b.pbe", "bravo");
+    assert_eq!(std::fs::read(store.path("a.pbe")).unwrap().len(), 64);
+    assert_ne!(a["kcv"], b["kcv"]);
+    let mut args = vec![
+        "--output".to_owned(),
+        "json".to_owned(),
+        "dkek".into(),
+        "kcv".into(),
+    ];
+    args.extend(shares_args(&store, &["a.pbe", "b.pbe"]));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = store
+        .cmd(&args)
+        .env("SHARE_PW_0", "alpha")
+        .env("SHARE_PW_1", "bravo")
+        .output()
+        .unwrap();
+    let doc = json(&ok(out, &args));
+    assert_eq!(
+        doc["kcv"],
+        library_kcv(&store, &[("a.pbe", "alpha"), ("b.pbe", "bravo")])
+    );
+    assert_eq!(doc["shares"], 2);
+
+    // A wrong password: Unauthenticated. An existing file: never overwritten.
+    let out = store
+        .cmd(&args)
+        .env("SHARE_PW_0", "alpha")
+        .env("SHARE_PW_1", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), UNAUTHENTICATED, "{}", stderr(&out));
+    let before = std::fs::read(store.path("a.pbe")).unwrap();
+    let out = store
+        .cmd(&[
+            "dkek",
+            "create-share",
+            &store.arg("a.pbe"),
+            "--password-env",
+            "X",
+        ])
+        .env("X", "x")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), ALREADY_EXISTS, "{}", stderr(&out));
+    assert_eq!(std::fs::read(store.path("a.pbe")).unwrap(), before);
+    // Not a share file.
+    write(&store.path("junk.pbe"), b"short");
+    let out = store
+        .cmd(&[
+            "dkek",
+            "kcv",
+            "--share",
+            &store.arg("junk.pbe"),
+            "--password-env",
+            "X",
+        ])
+        .env("X", "x")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+}
+
+#[test]
+fn dkek_share_with_password_shares() {
+    use keychain_sc_hsm::dkek::{Kdf, ShareFile, ShareIdRadix, parse_sheets, reconstruct_password};
+    let store = Store::new();
+    let out = store.ok(&[
+        "--output",
+        "json",
+        "dkek",
+        "create-share",
+        &store.arg("t.pbe"),
+        "--pwd-shares",
+        "2:3",
+        "--kdf-rounds",
+        "1000",
+    ]);
+    let doc = json(&out);
+    let sheets = parse_sheets(
+        doc["password_sheets"].as_str().unwrap(),
+        ShareIdRadix::Decimal,
+    )
+    .unwrap();
+    assert_eq!(sheets.len(), 3);
+    // Any two custodians open the share.
+    let password = reconstruct_password(&sheets[1..]).unwrap();
+    let share = ShareFile::from_bytes(&std::fs::read(store.path("t.pbe")).unwrap())
+        .unwrap()
+        .open(password.expose(), &Kdf::with_rounds(1000).unwrap())
+        .unwrap();
+    assert_eq!(share.kcv().to_string(), doc["kcv"]);
+    let out = store.run(&[
+        "dkek",
+        "create-share",
+        &store.arg("u.pbe"),
+        "--pwd-shares",
+        "3",
+    ]);
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+}
+
+#[test]
+fn key_backup_and_restore_as_card_blobs() {
+    let store = Store::new();
+    create_share(&store, "a.pbe", "alpha");
+    create_share(&store, "b.pbe", "bravo");
+    store.ok(&["key", "generate", "orig", "-a", "ec-p256", "--exportable"]);
+    let with_shares = |args: &[&str], files: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        all.extend(shares_args(&store, files));
+        let mut cmd = store.cmd(&all.iter().map(String::as_str).collect::<Vec<_>>());
+        cmd.env("SHARE_PW_0", "alpha").env("SHARE_PW_1", "bravo");
+        cmd.output().unwrap()
+    };
+    let blob = store.arg("orig.blob");
+    let out = with_shares(
+        &["key", "backup", "orig", "--out", &blob],
+        &["a.pbe", "b.pbe"],
+    );
+    ok(out, &["key", "backup"]);
+    assert_eq!(
+        keychain_sc_hsm::dkek::inspect(&std::fs::read(&blob).unwrap())
+            .unwrap()
+            .kcv
+            .to_string(),
+        library_kcv(&store, &[("a.pbe", "alpha"), ("b.pbe", "bravo")])
+    );
+    let out = with_shares(
+        &["key", "restore", "copy", "--in", &blob],
+        &["a.pbe", "b.pbe"],
+    );
+    ok(out, &["key", "restore"]);
+    let public =
+        |name: &str| String::from_utf8(store.ok(&["key", "export-public", name]).stdout).unwrap();
+    assert_eq!(public("orig"), public("copy"));
+
+    // One share short: another DKEK, refused as the wrong key; nothing restored.
+    let out = with_shares(&["key", "restore", "other", "--in", &blob], &["a.pbe"]);
+    assert_eq!(code(&out), UNAUTHENTICATED, "{}", stderr(&out));
+    assert_eq!(code(&store.run(&["key", "show", "other"])), NOT_FOUND);
+    // A key not created exportable cannot be backed up.
+    store.ok(&["key", "generate", "locked", "-a", "ec-p256"]);
+    let out = with_shares(
+        &[
+            "key",
+            "backup",
+            "locked",
+            "--out",
+            &store.arg("locked.blob"),
+        ],
+        &["a.pbe", "b.pbe"],
+    );
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    assert!(!store.path("locked.blob").exists());
+}

@@ -3,11 +3,12 @@
 mod backends;
 mod crypto;
 mod demo;
+mod dkek;
 mod key;
 
 use keychain::{Error, KeyName, Keychain, Resolved, Result};
 
-use crate::cli::{Cli, Command, KeyCommand};
+use crate::cli::{Cli, Command, DkekCommand, KeyCommand};
 use crate::output::Out;
 
 /// Runs the parsed command line.
@@ -21,6 +22,14 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Demo => demo::run(out).await,
         Command::Backends => backends::list(out, config).await,
         Command::Doctor => backends::doctor(out, config).await,
+        // DKEK shares need no backend.
+        Command::Dkek(DkekCommand::CreateShare {
+            file,
+            pwd_shares,
+            password_env,
+            kdf,
+        }) => dkek::create_share(out, &file, pwd_shares.as_deref(), password_env, &kdf).await,
+        Command::Dkek(DkekCommand::Kcv { shares }) => dkek::kcv(out, &shares).await,
         // Verifying with a public key file needs no backend (and so no password).
         Command::Verify(args) if args.key.is_none() => crypto::verify(out, None, &args).await,
         command => {
@@ -49,11 +58,22 @@ async fn with_keychain(out: Out, keychain: &Keychain, command: Command) -> Resul
             out: file,
         }) => key::export_public(out, keychain, &key, format, file.as_deref()).await,
         Command::Key(KeyCommand::Import(args)) => key::import(out, keychain, &args).await,
+        Command::Key(KeyCommand::Backup {
+            key,
+            shares,
+            out: file,
+        }) => dkek::backup(out, keychain, &key, &shares, &file).await,
+        Command::Key(KeyCommand::Restore {
+            name,
+            input,
+            shares,
+            exportable,
+        }) => dkek::restore(out, keychain, &name, &input, &shares, exportable).await,
         Command::Sign(args) => crypto::sign(out, keychain, &args).await,
         Command::Verify(args) => crypto::verify(out, Some(keychain), &args).await,
         Command::Encrypt(args) => crypto::encrypt(out, keychain, &args).await,
         Command::Decrypt(args) => crypto::decrypt(out, keychain, &args).await,
-        Command::Demo | Command::Backends | Command::Doctor => Err(Error::new(
+        Command::Demo | Command::Backends | Command::Doctor | Command::Dkek(_) => Err(Error::new(
             keychain::ErrorKind::Unexpected,
             "command dispatched twice",
         )),
