@@ -7,37 +7,13 @@
 
 mod common;
 
+use common::{objects, run};
+
 use std::path::Path;
 use std::process::Command;
 
 use keychain_core::{Backend, CertStore, ErrorKind, KeyAlgorithm, KeySpec};
 use keychain_pkcs11::Pkcs11Backend;
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed: {text}");
-    text
-}
-
-/// `pkcs11-tool --list-objects` output split into one text per object (each starts unindented).
-fn objects(listing: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for line in listing.lines() {
-        if !line.starts_with(char::is_whitespace) {
-            out.push(String::new());
-        }
-        if let Some(last) = out.last_mut() {
-            last.push_str(line);
-            last.push('\n');
-        }
-    }
-    out
-}
 
 /// A self-signed P-256 certificate for `cn`, DER, made by the openssl CLI.
 fn certificate(dir: &Path, cn: &str) -> Vec<u8> {

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::run_stdout;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -15,31 +17,23 @@ use keychain_core::{
     PublicKey, SecretBytes, SignInput, WrapFormat, WrappingSpec,
 };
 
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// A private key made by `openssl genpkey` (PEM PKCS#8) and its public key (PEM SPKI).
 fn openssl_key(dir: &Path, name: &str, args: &[&str]) -> (Vec<u8>, PublicKey) {
     let path = dir.join(format!("{name}.pem"));
-    run(Command::new("openssl")
-        .arg("genpkey")
-        .args(args)
-        .arg("-out")
-        .arg(&path));
+    run_stdout(
+        Command::new("openssl")
+            .arg("genpkey")
+            .args(args)
+            .arg("-out")
+            .arg(&path),
+    );
     // The genpkey arguments end in `-pass pass:PW` for an encrypted key.
     let mut pkey = Command::new("openssl");
     pkey.args(["pkey", "-pubout"]);
     if let Some(pass) = args.iter().position(|a| *a == "-pass") {
         pkey.args(["-passin", args[pass + 1]]);
     }
-    let public = run(pkey.arg("-in").arg(&path));
+    let public = run_stdout(pkey.arg("-in").arg(&path));
     (
         std::fs::read(&path).unwrap(),
         PublicKey::from_pem(std::str::from_utf8(&public).unwrap()).unwrap(),
@@ -202,17 +196,19 @@ async fn encrypted_imports_exports_openssl_reads_and_bad_input() {
     assert_eq!(wrapped.format, WrapFormat::EncryptedPkcs8);
     let file = dir.path().join("export.der");
     std::fs::write(&file, &wrapped.bytes).unwrap();
-    let exported_public = run(Command::new("openssl")
-        .args([
-            "pkey",
-            "-inform",
-            "DER",
-            "-passin",
-            "pass:export-pw",
-            "-pubout",
-            "-in",
-        ])
-        .arg(&file));
+    let exported_public = run_stdout(
+        Command::new("openssl")
+            .args([
+                "pkey",
+                "-inform",
+                "DER",
+                "-passin",
+                "pass:export-pw",
+                "-pubout",
+                "-in",
+            ])
+            .arg(&file),
+    );
     assert_eq!(
         PublicKey::from_pem(std::str::from_utf8(&exported_public).unwrap()).unwrap(),
         public

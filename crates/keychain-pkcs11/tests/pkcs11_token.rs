@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{objects, run};
+
 use std::process::Command;
 
 use keychain_core::{
@@ -12,32 +14,6 @@ use keychain_core::{
     KeyUri, ProviderCode, SecretSource, SignInput, SignatureScheme,
 };
 use keychain_pkcs11::{Config, MAX_RANDOM, Pkcs11Backend};
-
-/// `pkcs11-tool --list-objects` output split into one text per object (each starts unindented).
-fn objects(listing: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for line in listing.lines() {
-        if !line.starts_with(char::is_whitespace) {
-            out.push(String::new());
-        }
-        if let Some(last) = out.last_mut() {
-            last.push_str(line);
-            last.push('\n');
-        }
-    }
-    out
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed: {text}");
-    text
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_key_is_listed_by_pkcs11_tool_with_its_label() {

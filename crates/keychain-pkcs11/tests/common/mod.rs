@@ -73,3 +73,41 @@ impl Env {
         keychain_core::KeyName::new(format!("t-{what}-{hex}")).expect("key name")
     }
 }
+
+/// `pkcs11-tool --list-objects` output split into one text per object (each starts unindented).
+pub fn objects(listing: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in listing.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            out.push(String::new());
+        }
+        if let Some(last) = out.last_mut() {
+            last.push_str(line);
+            last.push('\n');
+        }
+    }
+    out
+}
+
+/// Runs a command, failing the test with its output if it fails; returns stdout and stderr.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed: {text}");
+    text
+}
+
+/// Runs a command, failing the test with its stderr if it fails; returns stdout alone.
+pub fn run_stdout(cmd: &mut std::process::Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
