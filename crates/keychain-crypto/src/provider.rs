@@ -98,14 +98,32 @@ pub trait AeadKey: Send + Sync {
         start: usize,
     ) -> Result<()>;
 
+    /// Encrypts `plaintext` and appends ciphertext || tag to `out`, which may already hold a
+    /// header. Providers that can encrypt from one buffer into another override this to skip
+    /// the copy (and to read the caller's plaintext at its own alignment).
+    ///
+    /// # Errors
+    /// As [`AeadKey::seal_in_place`].
+    fn seal_append(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let start = out.len();
+        out.reserve(plaintext.len() + crate::TAG_LEN);
+        out.extend_from_slice(plaintext);
+        self.seal_in_place(nonce, aad, out, start)
+    }
+
     /// Encrypts `plaintext`; returns ciphertext || tag.
     ///
     /// # Errors
     /// As [`AeadKey::seal_in_place`].
     fn seal(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(plaintext.len() + crate::TAG_LEN);
-        buf.extend_from_slice(plaintext);
-        self.seal_in_place(nonce, aad, &mut buf, 0)?;
+        self.seal_append(nonce, aad, plaintext, &mut buf)?;
         Ok(buf)
     }
 

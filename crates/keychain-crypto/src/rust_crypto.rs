@@ -371,6 +371,29 @@ where
         Ok(())
     }
 
+    fn seal_append(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let start = out.len();
+        out.reserve(plaintext.len() + crate::TAG_LEN);
+        out.resize(start + plaintext.len(), 0);
+        let body = out
+            .get_mut(start..)
+            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "AES-GCM buffer"))?;
+        let inout = aes_gcm::aead::inout::InOutBuf::new(plaintext, body)
+            .map_err(|_| Error::new(ErrorKind::Unexpected, "AES-GCM buffer lengths differ"))?;
+        let tag = self
+            .0
+            .encrypt_inout_detached(&Nonce::<U12>::from(*nonce), aad, inout)
+            .map_err(|_| Error::new(ErrorKind::Unexpected, "AES-GCM seal failed"))?;
+        out.extend_from_slice(&tag);
+        Ok(())
+    }
+
     fn open(&self, nonce: &[u8; 12], aad: &[u8], ciphertext_and_tag: &[u8]) -> Result<SecretBytes> {
         let integrity = || Error::new(ErrorKind::Integrity, "AES-GCM authentication failed");
         let split = ciphertext_and_tag
@@ -425,6 +448,29 @@ mod tests {
             };
             let sig = key.sign(&input, scheme).unwrap();
             verify(key.public_key(), SignInput::message(b"m"), scheme, &sig).unwrap();
+        }
+    }
+
+    #[test]
+    fn seal_append_matches_in_place_and_keeps_the_prefix() {
+        let p = RustCryptoProvider::new();
+        for (alg, len) in [(KeyAlgorithm::Aes128Gcm, 16), (KeyAlgorithm::Aes256Gcm, 32)] {
+            let key = p.aead_key(alg, &vec![9u8; len]).unwrap();
+            let nonce = [3u8; 12];
+            for size in [0usize, 1, 17, 1024] {
+                let plaintext: Vec<u8> = (0..size).map(|i| i as u8).collect();
+                let mut appended = b"HEADER".to_vec();
+                key.seal_append(&nonce, b"aad", &plaintext, &mut appended)
+                    .unwrap();
+                let mut in_place = b"HEADER".to_vec();
+                in_place.extend_from_slice(&plaintext);
+                key.seal_in_place(&nonce, b"aad", &mut in_place, 6).unwrap();
+                assert_eq!(appended, in_place, "{alg} {size}");
+                assert_eq!(&appended[..6], b"HEADER");
+                assert_eq!(appended.len(), 6 + size + crate::TAG_LEN);
+                let opened = key.open(&nonce, b"aad", &appended[6..]).unwrap();
+                assert_eq!(opened.expose(), plaintext.as_slice());
+            }
         }
     }
 

@@ -369,15 +369,6 @@ impl Pkcs8Backend {
         Ok(loaded)
     }
 
-    /// The cached entry for `name`, if this backend has read it before.
-    fn cached(&self, name: &KeyName) -> Option<Arc<Entry>> {
-        self.cache
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned()
-    }
-
     /// Seals `plaintext` into the self-describing ciphertext format under `version`.
     fn seal(
         &self,
@@ -400,8 +391,7 @@ impl Pkcs8Backend {
         } else {
             AeadCiphertext::full_aad(&out, aad).into()
         };
-        out.extend_from_slice(plaintext);
-        k.seal_in_place(&nonce, &full_aad, &mut out, HEADER_LEN)?;
+        k.seal_append(&nonce, &full_aad, plaintext, &mut out)?;
         Ok(out)
     }
 
@@ -661,20 +651,25 @@ impl Backend for Pkcs8Backend {
     }
 
     async fn encrypt(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        // Hot path: the key's current version is decrypted and cached; nothing to await.
-        if let Some(entry) = self.cached(key.name())
-            && key.version().is_none_or(|v| v == entry.meta.current())
-            && let Some(Loaded::Aead(k)) = entry.current.get()
-            && entry.meta.usages.contains(KeyUsage::Encrypt)
-            && !self.closed.load(Ordering::Acquire)
+        // Hot path: the key's current version is decrypted and cached; nothing to await. The
+        // seal runs under the cache's read lock (microseconds, shared) rather than paying for an
+        // `Arc` clone and drop per call.
         {
-            return self
-                .seal(k.as_ref(), entry.meta.current(), plaintext, aad)
-                .map_err(|e| {
-                    e.with_backend(BACKEND)
-                        .with_operation(Operation::Encrypt)
-                        .with_key(key.name())
-                });
+            let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = cache.get(key.name())
+                && key.version().is_none_or(|v| v == entry.meta.current())
+                && let Some(Loaded::Aead(k)) = entry.current.get()
+                && entry.meta.usages.contains(KeyUsage::Encrypt)
+                && !self.closed.load(Ordering::Acquire)
+            {
+                return self
+                    .seal(k.as_ref(), entry.meta.current(), plaintext, aad)
+                    .map_err(|e| {
+                        e.with_backend(BACKEND)
+                            .with_operation(Operation::Encrypt)
+                            .with_key(key.name())
+                    });
+            }
         }
         self.ctx(Operation::Encrypt, Some(key.name()), async {
             let entry = self.entry(key.name()).await?;
