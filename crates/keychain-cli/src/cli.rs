@@ -126,7 +126,7 @@ pub(crate) enum KeyCommand {
         /// The new key's name (`name` or `backend:name`).
         name: String,
         /// The blob (from a card's WRAP KEY or `keychain key backup`).
-        #[arg(long = "in", value_name = "FILE")]
+        #[arg(long = "sc-hsm-blob", visible_alias = "in", value_name = "FILE")]
         input: PathBuf,
         /// The DKEK share files and their passwords.
         #[command(flatten)]
@@ -152,31 +152,149 @@ pub(crate) enum DkekCommand {
         /// Environment variable holding the share's password (prompted twice otherwise).
         #[arg(long, value_name = "VAR", conflicts_with = "pwd_shares")]
         password_env: Option<String>,
+        /// File holding the share's password (one trailing newline is ignored).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["pwd_shares", "password_env"])]
+        password_file: Option<PathBuf>,
         /// Key-derivation rounds.
         #[command(flatten)]
         kdf: KdfArgs,
     },
-    /// The key check value of the DKEK the given share files make together (their XOR).
+    /// The key check value of the DKEK the given share files (their XOR) or custody shares
+    /// make.
     Kcv {
         /// The share files and their passwords.
         #[command(flatten)]
         shares: SharesArgs,
     },
+    /// Split the DKEK of the given shares M-of-N for custody: N files, one per administrator,
+    /// any M of which rebuild the DKEK (`dkek reconstruct`, or `--custody` wherever a DKEK is
+    /// needed). Unlike the card's shares, these never go into a card.
+    Split {
+        /// How many custody shares rebuild the DKEK (M, at least 2).
+        #[arg(long, value_name = "M")]
+        threshold: u8,
+        /// How many custody shares to make (N, at most 255).
+        #[arg(long = "shares", value_name = "N")]
+        total: u8,
+        /// Directory for the custody files `custody-ID-of-N.txt` (created 0700 if missing; a file
+        /// there is never overwritten).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// The DKEK to split: its share files and their passwords.
+        #[command(flatten)]
+        shares: SharesArgs,
+    },
+    /// Rebuild a DKEK in memory from M custody shares and check it against the KCV they carry.
+    /// Prints the KCV; the DKEK itself is never written anywhere.
+    Reconstruct {
+        /// A custody share file from `dkek split`; repeat for each.
+        #[arg(long = "custody", value_name = "FILE", required = true)]
+        custody: Vec<PathBuf>,
+    },
 }
 
-/// DKEK share files, each with its password.
+/// Where a DKEK comes from: share files, each with its password, or custody shares.
+///
+/// Each `--password-env`, `--password-file` and `--pwd-shares-file` opens the next share in
+/// `--share` order, taken in the order they are written; shares left without one are prompted
+/// for.
 #[derive(Debug, Args)]
 pub(crate) struct SharesArgs {
     /// A DKEK share file; repeat for every share of the DKEK.
-    #[arg(long = "share", value_name = "FILE", required = true)]
+    #[arg(
+        long = "share",
+        value_name = "FILE",
+        required_unless_present = "custody"
+    )]
     pub(crate) shares: Vec<PathBuf>,
-    /// Environment variable holding a share's password, in the order of --share; shares without
-    /// one are prompted for.
+    /// A custody share file from `dkek split`, instead of share files: any threshold of them
+    /// rebuild the DKEK in memory.
+    #[arg(long = "custody", value_name = "FILE", conflicts_with_all = ["shares", "password_envs", "password_files", "pwd_shares_files"])]
+    pub(crate) custody: Vec<PathBuf>,
+    /// Environment variable holding the next share's password.
     #[arg(long = "password-env", value_name = "VAR")]
     pub(crate) password_envs: Vec<String>,
+    /// File holding the next share's password (one trailing newline is ignored).
+    #[arg(long = "password-file", value_name = "FILE")]
+    pub(crate) password_files: Vec<PathBuf>,
+    /// File holding the custodians' sheets (the format `dkek create-share --pwd-shares` and
+    /// `sc-hsm-tool` print) that rebuild the next share's threshold-protected password.
+    #[arg(long = "pwd-shares-file", value_name = "FILE")]
+    pub(crate) pwd_shares_files: Vec<PathBuf>,
+    /// The three sources above in command-line order (filled by [`parse`]).
+    #[arg(skip)]
+    pub(crate) sources: Vec<ShareSecret>,
     /// Key-derivation rounds.
     #[command(flatten)]
     pub(crate) kdf: KdfArgs,
+}
+
+/// Where one share file's password comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ShareSecret {
+    /// An environment variable.
+    Env(String),
+    /// A file.
+    File(PathBuf),
+    /// A file of threshold password-share sheets.
+    Sheets(PathBuf),
+}
+
+impl Command {
+    /// The DKEK source of the commands that take one.
+    fn shares_mut(&mut self) -> Option<&mut SharesArgs> {
+        match self {
+            Command::Dkek(DkekCommand::Kcv { shares } | DkekCommand::Split { shares, .. })
+            | Command::Key(
+                KeyCommand::Backup { shares, .. } | KeyCommand::Restore { shares, .. },
+            ) => Some(shares),
+            _ => None,
+        }
+    }
+}
+
+/// Parses the process arguments, exiting with clap's message on a usage error.
+pub(crate) fn parse() -> Cli {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses `args` like [`Cli::try_parse_from`], and also records the order of the share
+/// password sources, which derive alone loses.
+pub(crate) fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let mut leaf = &matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    if let Some(shares) = cli.command.shares_mut() {
+        let mut all: Vec<(usize, ShareSecret)> = Vec::new();
+        if let (Some(at), Some(values)) = (
+            leaf.indices_of("password_envs"),
+            leaf.get_many::<String>("password_envs"),
+        ) {
+            all.extend(at.zip(values.map(|v| ShareSecret::Env(v.clone()))));
+        }
+        for (id, make) in [
+            (
+                "password_files",
+                ShareSecret::File as fn(PathBuf) -> ShareSecret,
+            ),
+            ("pwd_shares_files", ShareSecret::Sheets),
+        ] {
+            if let (Some(at), Some(values)) = (leaf.indices_of(id), leaf.get_many::<PathBuf>(id)) {
+                all.extend(at.zip(values.map(|v| make(v.clone()))));
+            }
+        }
+        all.sort_by_key(|(at, _)| *at);
+        shares.sources = all.into_iter().map(|(_, source)| source).collect();
+    }
+    Ok(cli)
 }
 
 /// The share files' key derivation.

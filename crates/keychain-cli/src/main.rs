@@ -11,12 +11,10 @@ mod prompt;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 use crate::output::Out;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let out = Out { format: cli.output };
     prompt::install();
     let result = tokio::runtime::Builder::new_multi_thread()

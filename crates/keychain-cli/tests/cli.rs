@@ -889,3 +889,208 @@ fn key_backup_and_restore_as_card_blobs() {
     assert_ne!(code(&out), 0, "{}", stderr(&out));
     assert!(!store.path("locked.blob").exists());
 }
+
+#[test]
+fn dkek_custody_split_reconstruct_and_use() {
+    let store = Store::new();
+    create_share(&store, "a.pbe", "alpha");
+    create_share(&store, "b.pbe", "bravo");
+    let kcv = library_kcv(&store, &[("a.pbe", "alpha"), ("b.pbe", "bravo")]);
+    let dir = store.arg("custody");
+    let mut split: Vec<String> = ["--output", "json", "dkek", "split"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    split.extend(["--threshold", "2", "--shares", "3", "--out-dir", &dir].map(str::to_owned));
+    split.extend(shares_args(&store, &["a.pbe", "b.pbe"]));
+    let split: Vec<&str> = split.iter().map(String::as_str).collect();
+    let run_split = || {
+        store
+            .cmd(&split)
+            .env("SHARE_PW_0", "alpha")
+            .env("SHARE_PW_1", "bravo")
+            .output()
+            .unwrap()
+    };
+    let doc = json(&ok(run_split(), &split));
+    assert_eq!(doc["kcv"], kcv);
+    let files: Vec<String> = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(files.len(), 3);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let before = std::fs::read(&files[0]).unwrap();
+    // Splitting again into the same directory overwrites nothing.
+    let out = run_split();
+    assert_eq!(code(&out), ALREADY_EXISTS, "{}", stderr(&out));
+    assert_eq!(std::fs::read(&files[0]).unwrap(), before);
+
+    // Any two rebuild the DKEK; one is too few; a damaged share is caught by the KCV.
+    let reconstruct = |paths: &[&String]| {
+        let mut args = vec!["--output", "json", "dkek", "reconstruct"];
+        for p in paths {
+            args.extend(["--custody", p.as_str()]);
+        }
+        store.run(&args)
+    };
+    let doc = json(&ok(reconstruct(&[&files[2], &files[0]]), &["reconstruct"]));
+    assert_eq!(doc["kcv"], kcv);
+    assert_eq!(doc["threshold"], 2);
+    let out = reconstruct(&[&files[1]]);
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+    let text = std::fs::read_to_string(&files[1]).unwrap();
+    let last = text.trim_end().chars().last().unwrap();
+    let flipped = if last == '0' { '1' } else { '0' };
+    let damaged = format!(
+        "{}{flipped}\n",
+        &text.trim_end()[..text.trim_end().len() - 1]
+    );
+    let damaged_path = store.path("damaged.txt");
+    write(&damaged_path, damaged.as_bytes());
+    let damaged_arg = damaged_path.display().to_string();
+    let out = reconstruct(&[&files[0], &damaged_arg]);
+    assert_eq!(code(&out), INTEGRITY, "{}", stderr(&out));
+    let out = reconstruct(&[&store.arg("a.pbe"), &files[0]]);
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+
+    // A backup under the custody-rebuilt DKEK restores with the card shares (same DKEK).
+    store.ok(&["key", "generate", "orig", "-a", "ec-p256", "--exportable"]);
+    let blob = store.arg("orig.blob");
+    store.ok(&[
+        "key",
+        "backup",
+        "orig",
+        "--custody",
+        &files[0],
+        "--custody",
+        &files[1],
+        "--out",
+        &blob,
+    ]);
+    let mut restore: Vec<String> = ["key", "restore", "copy", "--sc-hsm-blob", &blob]
+        .map(str::to_owned)
+        .to_vec();
+    restore.extend(shares_args(&store, &["a.pbe", "b.pbe"]));
+    let restore: Vec<&str> = restore.iter().map(String::as_str).collect();
+    let out = store
+        .cmd(&restore)
+        .env("SHARE_PW_0", "alpha")
+        .env("SHARE_PW_1", "bravo")
+        .output()
+        .unwrap();
+    ok(out, &restore);
+    let public =
+        |name: &str| String::from_utf8(store.ok(&["key", "export-public", name]).stdout).unwrap();
+    assert_eq!(public("orig"), public("copy"));
+}
+
+#[test]
+fn dkek_share_passwords_from_files_and_sheets_in_order() {
+    let store = Store::new();
+    // A threshold-protected share and a share with a password in a file.
+    let doc = json(&store.ok(&[
+        "--output",
+        "json",
+        "dkek",
+        "create-share",
+        &store.arg("t.pbe"),
+        "--pwd-shares",
+        "2:3",
+        "--kdf-rounds",
+        "1000",
+    ]));
+    let sheets = doc["password_sheets"].as_str().unwrap();
+    // Two of the three custodians' sheets (the second and third blocks).
+    let two: String = sheets
+        .split("\n\n")
+        .skip_while(|b| !b.starts_with("Share 2 of 3"))
+        .map(|b| format!("{b}\n\n"))
+        .collect();
+    assert!(
+        two.contains("Share ID : 2") && two.contains("Share ID : 3"),
+        "{two}"
+    );
+    assert!(!two.contains("Share ID : 1"), "{two}");
+    write(&store.path("sheets.txt"), two.as_bytes());
+    write(&store.path("pw.txt"), b"file-password\n");
+    let out = store.ok(&[
+        "dkek",
+        "create-share",
+        &store.arg("f.pbe"),
+        "--password-file",
+        &store.arg("pw.txt"),
+        "--kdf-rounds",
+        "1000",
+    ]);
+    assert!(out.status.success());
+    let kcv = |sources: &[&str]| {
+        let mut args = vec![
+            "--output".to_owned(),
+            "json".to_owned(),
+            "dkek".to_owned(),
+            "kcv".to_owned(),
+            "--share".to_owned(),
+            store.arg("t.pbe"),
+            "--share".to_owned(),
+            store.arg("f.pbe"),
+            "--kdf-rounds".to_owned(),
+            "1000".to_owned(),
+        ];
+        args.extend(sources.iter().map(|s| (*s).to_owned()));
+        store.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let sheets_arg = store.arg("sheets.txt");
+    let pw_arg = store.arg("pw.txt");
+    // Sources apply in the order written: sheets open t.pbe, the file opens f.pbe.
+    let doc = json(&ok(
+        kcv(&["--pwd-shares-file", &sheets_arg, "--password-file", &pw_arg]),
+        &["kcv"],
+    ));
+    let expected = {
+        use keychain_sc_hsm::dkek::{
+            Dkek, Kdf, ShareFile, ShareIdRadix, parse_sheets, reconstruct_password,
+        };
+        let kdf = Kdf::with_rounds(1000).unwrap();
+        let open = |f: &str, pw: &[u8]| {
+            ShareFile::from_bytes(&std::fs::read(store.path(f)).unwrap())
+                .unwrap()
+                .open(pw, &kdf)
+                .unwrap()
+        };
+        let pw = reconstruct_password(&parse_sheets(&two, ShareIdRadix::Decimal).unwrap()).unwrap();
+        let t = open("t.pbe", pw.expose());
+        let f = open("f.pbe", b"file-password");
+        Dkek::combine([&t, &f]).unwrap().kcv().to_string()
+    };
+    assert_eq!(doc["kcv"], expected);
+    // The other order gives each share the other's password.
+    let out = kcv(&["--password-file", &pw_arg, "--pwd-shares-file", &sheets_arg]);
+    assert_eq!(code(&out), UNAUTHENTICATED, "{}", stderr(&out));
+    // More passwords than shares is a mistake, not a guess.
+    let out = kcv(&[
+        "--pwd-shares-file",
+        &sheets_arg,
+        "--password-file",
+        &pw_arg,
+        "--password-file",
+        &pw_arg,
+    ]);
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+    // Sheets that are not sheets.
+    write(&store.path("junk.txt"), b"nothing here\n");
+    let out = kcv(&[
+        "--pwd-shares-file",
+        &store.arg("junk.txt"),
+        "--password-file",
+        &pw_arg,
+    ]);
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+}

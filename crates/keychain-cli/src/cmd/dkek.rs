@@ -2,18 +2,21 @@
 //! backups in the card's blob format.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use keychain::{
     Error, ErrorKind, ImportSpec, KeyMaterial, Keychain, Result, SecretSource, SecretString,
     WrappingSpec,
 };
-use keychain_sc_hsm::dkek::{self, Dkek, DkekShare, Kdf, ShareFile, WrapOptions};
+use keychain_sc_hsm::dkek::{
+    self, CustodyShare, Dkek, DkekShare, Kdf, ShareFile, ShareIdRadix, WrapOptions,
+};
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use super::{resolve_name, target_of};
-use crate::cli::{KdfArgs, SharesArgs};
+use crate::cli::{KdfArgs, ShareSecret, SharesArgs};
 use crate::io::{read_file, write_output};
 use crate::output::{Out, fields};
 
@@ -51,7 +54,7 @@ pub(super) async fn create_share(
     out: Out,
     file: &Path,
     pwd_shares: Option<&str>,
-    password_env: Option<String>,
+    password: Option<SecretSource>,
     kdf: &KdfArgs,
 ) -> Result<()> {
     if file.exists() {
@@ -74,28 +77,21 @@ pub(super) async fn create_share(
             )
         }
         None => {
-            let password = match password_env {
-                Some(var) => SecretSource::env(var).resolve(&what)?,
+            let password = match password {
+                Some(source) => source.resolve(&what)?,
                 None => crate::prompt::ask(&what, true)?,
             };
             (password.expose().as_bytes().to_vec(), None)
         }
     };
-    let password = zeroize::Zeroizing::new(password);
+    let password = Zeroizing::new(password);
     let share = DkekShare::generate()?;
     let kcv = share.kcv();
     let (kdf, bar) = kdf_with_progress(kdf, "deriving the share file's key")?;
     let sealed = blocking(move || ShareFile::seal(&share, &password, &kdf)).await;
     bar.finish_and_clear();
     let bytes = sealed?.to_bytes();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(file)
-        .map_err(|e| Error::from(e).with_context(format_args!("creating {}", file.display())))?;
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::from(e).with_context(format_args!("writing {}", file.display())))?;
+    write_private(file, &bytes)?;
     let doc = json!({
         "file": file.display().to_string(),
         "kcv": kcv.to_string(),
@@ -116,23 +112,166 @@ pub(super) async fn create_share(
     })
 }
 
-/// Opens every share file (passwords from the environment in order, then prompts) and XORs them.
+/// The DKEK of `args`: its share files opened (each with its password source, or a prompt) and
+/// XORed, or its custody shares rebuilt and checked against their KCV.
 async fn dkek_of(args: &SharesArgs) -> Result<Dkek> {
+    if !args.custody.is_empty() {
+        return Ok(from_custody(&args.custody)?.0);
+    }
+    if args.sources.len() > args.shares.len() {
+        return Err(Error::invalid_input(format!(
+            "{} share passwords for {} --share files",
+            args.sources.len(),
+            args.shares.len()
+        )));
+    }
     let mut shares = Vec::with_capacity(args.shares.len());
     for (i, path) in args.shares.iter().enumerate() {
         let file = ShareFile::from_bytes(&read_file(path)?)
             .map_err(|e| e.with_context(format_args!("{}", path.display())))?;
-        let what = format!("password of DKEK share {}", path.display());
-        let password: SecretString = match args.password_envs.get(i) {
-            Some(var) => SecretSource::env(var.clone()).resolve(&what)?,
-            None => crate::prompt::ask(&what, false)?,
-        };
+        let password = share_password(path, args.sources.get(i))?;
         let (kdf, bar) = kdf_with_progress(&args.kdf, &format!("opening {}", path.display()))?;
-        let opened = blocking(move || file.open(password.expose().as_bytes(), &kdf)).await;
+        let opened = blocking(move || file.open(&password, &kdf)).await;
         bar.finish_and_clear();
         shares.push(opened.map_err(|e| e.with_context(format_args!("{}", path.display())))?);
     }
     Dkek::combine(&shares)
+}
+
+/// The password of the share file at `path`, from its source or a prompt.
+fn share_password(path: &Path, source: Option<&ShareSecret>) -> Result<Zeroizing<Vec<u8>>> {
+    let what = format!("password of DKEK share {}", path.display());
+    let text = |s: SecretString| Zeroizing::new(s.expose().as_bytes().to_vec());
+    Ok(match source {
+        Some(ShareSecret::Env(var)) => text(SecretSource::env(var.clone()).resolve(&what)?),
+        Some(ShareSecret::File(file)) => text(SecretSource::file(file).resolve(&what)?),
+        Some(ShareSecret::Sheets(file)) => {
+            let sheets = Zeroizing::new(read_file(file)?);
+            let sheets = std::str::from_utf8(&sheets).map_err(|_| {
+                Error::invalid_input(format!("{}: the sheets are not text", file.display()))
+            })?;
+            let shares = dkek::parse_sheets(sheets, ShareIdRadix::Decimal)
+                .map_err(|e| e.with_context(format_args!("{}", file.display())))?;
+            Zeroizing::new(dkek::reconstruct_password(&shares)?.expose().to_vec())
+        }
+        None => text(crate::prompt::ask(&what, false)?),
+    })
+}
+
+/// Reads custody share files and rebuilds their DKEK (checked against the KCV they carry).
+/// Returns the DKEK and the shares' threshold.
+fn from_custody(paths: &[PathBuf]) -> Result<(Dkek, u8)> {
+    let mut shares = Vec::with_capacity(paths.len());
+    for path in paths {
+        let text = Zeroizing::new(read_file(path)?);
+        let text = std::str::from_utf8(&text).map_err(|_| {
+            Error::invalid_input(format!("{}: not a custody share", path.display()))
+        })?;
+        shares.push(
+            CustodyShare::from_text(text)
+                .map_err(|e| e.with_context(format_args!("{}", path.display())))?,
+        );
+    }
+    let threshold = shares.first().map_or(0, CustodyShare::threshold);
+    Ok((dkek::reconstruct_dkek(&shares)?, threshold))
+}
+
+/// `dkek split`.
+pub(super) async fn split(
+    out: Out,
+    threshold: u8,
+    total: u8,
+    dir: &Path,
+    shares: &SharesArgs,
+) -> Result<()> {
+    let dkek = dkek_of(shares).await?;
+    let custody = dkek::split_dkek(&dkek, threshold, total)?;
+    let files: Vec<PathBuf> = custody
+        .iter()
+        .map(|c| dir.join(format!("custody-{}-of-{total}.txt", c.id())))
+        .collect();
+    if let Some(existing) = files.iter().find(|f| f.exists()) {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "{} exists; a custody file is never overwritten",
+                existing.display()
+            ),
+        ));
+    }
+    create_private_dir(dir)?;
+    for (share, file) in custody.iter().zip(&files) {
+        let mut text = share.to_text().expose().as_bytes().to_vec();
+        text.push(b'\n');
+        let text = Zeroizing::new(text);
+        write_private(file, &text)?;
+    }
+    let kcv = dkek.kcv().to_string();
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let doc = json!({
+        "kcv": kcv,
+        "threshold": threshold,
+        "shares": total,
+        "files": names,
+    });
+    out.report(&doc, || {
+        let mut text = fields(&[
+            ("dkek kcv", kcv.clone()),
+            ("custody", format!("any {threshold} of {total}")),
+        ]);
+        text.push_str("\nGive each administrator one file, and delete it here once handed over:\n");
+        for name in &names {
+            text.push_str(&format!("  {name}\n"));
+        }
+        text
+    })
+}
+
+/// `dkek reconstruct`.
+pub(super) async fn reconstruct(out: Out, custody: &[PathBuf]) -> Result<()> {
+    let (dkek, threshold) = from_custody(custody)?;
+    let kcv = dkek.kcv().to_string();
+    let doc = json!({ "kcv": kcv, "threshold": threshold, "shares_used": custody.len() });
+    out.report(&doc, || {
+        fields(&[
+            ("dkek kcv", kcv.clone()),
+            (
+                "rebuilt from",
+                format!(
+                    "{} custody shares (threshold {threshold}); nothing written",
+                    custody.len()
+                ),
+            ),
+        ])
+    })
+}
+
+/// Creates `dir` (0700 on Unix) unless it exists.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| Error::from(e).with_context(format_args!("creating {}", dir.display())))
+}
+
+/// Writes a new file (never overwriting; 0600 on Unix) and syncs it.
+fn write_private(file: &Path, bytes: &[u8]) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(file)
+        .map_err(|e| Error::from(e).with_context(format_args!("creating {}", file.display())))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::from(e).with_context(format_args!("writing {}", file.display())))
 }
 
 /// `dkek kcv`.
@@ -160,7 +299,7 @@ pub(super) async fn backup(
     crate::io::check_binary_destination(Some(file))?;
     let resolved = keychain.resolve(target)?;
     let dkek = dkek_of(shares).await?;
-    let mut one_time = zeroize::Zeroizing::new([0u8; 24]);
+    let mut one_time = Zeroizing::new([0u8; 24]);
     getrandom::fill(one_time.as_mut_slice())
         .map_err(|e| Error::new(ErrorKind::Unexpected, format!("random generator: {e}")))?;
     let password = SecretString::new(one_time.iter().map(|b| format!("{b:02x}")).collect());

@@ -6,7 +6,7 @@ mod demo;
 mod dkek;
 mod key;
 
-use keychain::{Error, KeyName, Keychain, Resolved, Result};
+use keychain::{Error, KeyName, Keychain, Resolved, Result, SecretSource};
 
 use crate::cli::{Cli, Command, DkekCommand, KeyCommand};
 use crate::output::Out;
@@ -27,9 +27,24 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             file,
             pwd_shares,
             password_env,
+            password_file,
             kdf,
-        }) => dkek::create_share(out, &file, pwd_shares.as_deref(), password_env, &kdf).await,
+        }) => {
+            let password = password_env
+                .map(SecretSource::env)
+                .or(password_file.map(SecretSource::file));
+            dkek::create_share(out, &file, pwd_shares.as_deref(), password, &kdf).await
+        }
         Command::Dkek(DkekCommand::Kcv { shares }) => dkek::kcv(out, &shares).await,
+        Command::Dkek(DkekCommand::Split {
+            threshold,
+            total,
+            out_dir,
+            shares,
+        }) => dkek::split(out, threshold, total, &out_dir, &shares).await,
+        Command::Dkek(DkekCommand::Reconstruct { custody }) => {
+            dkek::reconstruct(out, &custody).await
+        }
         // Verifying with a public key file needs no backend (and so no password).
         Command::Verify(args) if args.key.is_none() => crypto::verify(out, None, &args).await,
         command => {
