@@ -299,8 +299,26 @@ fn openbao_venv() -> Result {
     )
 }
 
+/// What only `bench` needs beyond the cells: a C compiler and libcrypto's headers for the
+/// OpenSSL baseline of the share-file KDF.
+const BENCH_NEEDS: &[Need] = &[
+    Need {
+        command: "cc",
+        package: "gcc",
+    },
+    Need {
+        command: "pkg-config:libcrypto",
+        package: "libssl-dev",
+    },
+];
+
 fn system_packages() -> Result {
-    let missing = missing_needs();
+    install_needs(&[])
+}
+
+/// Installs (with apt-get, as root) whatever the cells and `extra` need and is missing.
+fn install_needs(extra: &'static [Need]) -> Result {
+    let missing = missing_needs(extra);
     if missing.is_empty() {
         println!("setup: system tools present");
         return Ok(());
@@ -329,7 +347,7 @@ fn system_packages() -> Result {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    let still: Vec<&str> = missing_needs().iter().map(|n| n.command).collect();
+    let still: Vec<&str> = missing_needs(extra).iter().map(|n| n.command).collect();
     if still.is_empty() {
         Ok(())
     } else {
@@ -337,9 +355,9 @@ fn system_packages() -> Result {
     }
 }
 
-fn missing_needs() -> Vec<&'static Need> {
+fn missing_needs(extra: &'static [Need]) -> Vec<&'static Need> {
     let mut missing: Vec<&Need> = Vec::new();
-    for need in CELLS.iter().flat_map(|c| c.needs) {
+    for need in CELLS.iter().flat_map(|c| c.needs).chain(extra) {
         if !need_met(need) && !missing.iter().any(|m| m.command == need.command) {
             missing.push(need);
         }
@@ -1173,10 +1191,12 @@ const BENCHES: &[(&str, &str)] = &[
     ("keychain-aws", "backend"),
     ("keychain-vault", "backend"),
     ("keychain-tpm2", "backend"),
+    ("keychain-sc-hsm", "kdf"),
 ];
 
 fn bench() -> Result {
     setup()?;
+    install_needs(BENCH_NEEDS)?;
     services_start()?;
     let vars = load_env_file();
     let result = bench_all(&vars);
