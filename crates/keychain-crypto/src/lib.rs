@@ -7,6 +7,7 @@ pub mod pkcs8;
 mod provider;
 #[cfg(feature = "rustcrypto")]
 mod rust_crypto;
+pub mod wrap;
 
 pub use crate::aead::{AUTHENTICATED_LEN, AeadCiphertext, HEADER_LEN, NONCE_LEN, TAG_LEN};
 #[cfg(feature = "aws-lc-rs")]

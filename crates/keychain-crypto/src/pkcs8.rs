@@ -13,6 +13,7 @@ use spki::AlgorithmIdentifierRef;
 use serde::{Deserialize, Serialize};
 
 const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 // AES-GCM key OIDs (NIST CSOR): symmetric keys are stored as a PrivateKeyInfo naming the
 // cipher, so they get the same PBES2 protection as private keys.
 const OID_AES128_GCM: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.6");
@@ -75,6 +76,113 @@ pub fn symmetric_to_pkcs8(algorithm: KeyAlgorithm, key: &[u8]) -> Result<SecretB
         octets,
     );
     Ok(SecretBytes::new(info.to_der().map_err(encoding)?))
+}
+
+/// The PKCS#8 DER of a SEC1 `EC PRIVATE KEY` (RFC 5915) on P-256, P-384 or P-521: the form
+/// OpenSSL's `ec` and several KMS exports use.
+///
+/// # Errors
+/// `InvalidInput` when `der` is not a SEC1 key on one of those curves.
+pub fn sec1_to_pkcs8(der: &[u8]) -> Result<SecretBytes> {
+    use pkcs8::EncodePrivateKey as _;
+    let doc = if let Ok(k) = p256::SecretKey::from_sec1_der(der) {
+        k.to_pkcs8_der()
+    } else if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
+        k.to_pkcs8_der()
+    } else if let Ok(k) = p521::SecretKey::from_sec1_der(der) {
+        k.to_pkcs8_der()
+    } else {
+        return Err(Error::invalid_input(
+            "not a SEC1 EC private key on P-256, P-384 or P-521",
+        ));
+    };
+    let doc =
+        doc.map_err(|e| Error::new(ErrorKind::Unexpected, format!("PKCS#8 encoding: {e}")))?;
+    Ok(SecretBytes::from_slice(doc.as_bytes()))
+}
+
+/// The PKCS#8 DER of a PKCS#1 `RSA PRIVATE KEY` (RFC 8017 `RSAPrivateKey`).
+///
+/// # Errors
+/// `InvalidInput` when `der` is not a PKCS#1 RSA private key.
+pub fn pkcs1_to_pkcs8(der: &[u8]) -> Result<SecretBytes> {
+    pkcs1::RsaPrivateKey::<der::asn1::UintRef<'_>>::from_der(der)
+        .map_err(|e| Error::invalid_input(format!("not a PKCS#1 RSA private key: {e}")))?;
+    let octets = OctetStringRef::new(der).map_err(encoding)?;
+    let info = PrivateKeyInfoRef::new(
+        AlgorithmIdentifierRef {
+            oid: OID_RSA,
+            parameters: Some(der::AnyRef::NULL),
+        },
+        octets,
+    );
+    Ok(SecretBytes::new(info.to_der().map_err(encoding)?))
+}
+
+/// The PKCS#8 DER (RFC 8410) of an Ed25519 key given as its 32-byte seed, or as the 64 bytes
+/// seed ‖ public key that Go's `ed25519.PrivateKey` (and so Vault/OpenBao Transit) exports, in
+/// which case the public half must match the seed.
+///
+/// # Errors
+/// `InvalidInput` for another length or a public half that does not belong to the seed.
+pub fn ed25519_to_pkcs8(key: &[u8]) -> Result<SecretBytes> {
+    let seed: [u8; 32] = key
+        .get(..32)
+        .and_then(|s| s.try_into().ok())
+        .filter(|_| key.len() == 32 || key.len() == 64)
+        .ok_or_else(|| {
+            Error::invalid_input(format!(
+                "an Ed25519 private key has 32 or 64 bytes, not {}",
+                key.len()
+            ))
+        })?;
+    let seed = zeroize::Zeroizing::new(seed);
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    if key.len() == 64 && signing.verifying_key().as_bytes() != &key[32..] {
+        return Err(Error::invalid_input(
+            "the Ed25519 key's public half does not belong to its seed",
+        ));
+    }
+    drop(signing);
+    // Version 1 (the seed only): OpenSSL 3.0 does not read the version 2 form with the public
+    // key attached.
+    let curve_private_key = zeroize::Zeroizing::new(
+        OctetStringRef::new(seed.as_slice())
+            .map_err(encoding)?
+            .to_der()
+            .map_err(encoding)?,
+    );
+    let info = PrivateKeyInfoRef::new(
+        AlgorithmIdentifierRef {
+            oid: OID_ED25519,
+            parameters: None,
+        },
+        OctetStringRef::new(&curve_private_key).map_err(encoding)?,
+    );
+    Ok(SecretBytes::new(info.to_der().map_err(encoding)?))
+}
+
+/// The PKCS#8 DER of an unencrypted PEM private key in any of its three common forms:
+/// `PRIVATE KEY` (PKCS#8, checked and returned as is), `EC PRIVATE KEY` (SEC1) or
+/// `RSA PRIVATE KEY` (PKCS#1).
+///
+/// # Errors
+/// `InvalidInput` for text that is not PEM, another label, or a body that does not parse.
+pub fn private_key_pem_to_pkcs8(pem: &[u8]) -> Result<SecretBytes> {
+    let (label, der) = der::pem::decode_vec(pem.trim_ascii())
+        .map_err(|e| Error::invalid_input(format!("not a PEM private key: {e}")))?;
+    let der = zeroize::Zeroizing::new(der);
+    match label {
+        "PRIVATE KEY" => {
+            inspect(&der)?;
+            Ok(SecretBytes::from_slice(&der))
+        }
+        "EC PRIVATE KEY" => sec1_to_pkcs8(&der),
+        "RSA PRIVATE KEY" => pkcs1_to_pkcs8(&der),
+        other => Err(Error::invalid_input(format!(
+            "PEM label {other:?}; expected PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY"
+        ))),
+    }
 }
 
 fn encoding(e: der::Error) -> Error {
@@ -305,6 +413,107 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "test assertions")]
 
     use super::*;
+
+    #[test]
+    fn legacy_private_keys_become_pkcs8() {
+        use pkcs8::EncodePrivateKey as _;
+        // SEC1 on each curve: the PKCS#8 document names the curve and keeps the scalar.
+        let p256 = p256::SecretKey::from_slice(&[0x11; 32]).unwrap();
+        let sec1 = p256.to_sec1_der().unwrap();
+        let der = sec1_to_pkcs8(&sec1).unwrap();
+        assert_eq!(
+            inspect(der.expose()).unwrap().algorithm,
+            KeyAlgorithm::EcP256
+        );
+        assert_eq!(der.expose(), p256.to_pkcs8_der().unwrap().as_bytes());
+        let p384 = p384::SecretKey::from_slice(&[0x22; 48]).unwrap();
+        let der = sec1_to_pkcs8(&p384.to_sec1_der().unwrap()).unwrap();
+        assert_eq!(
+            inspect(der.expose()).unwrap().algorithm,
+            KeyAlgorithm::EcP384
+        );
+        assert_eq!(
+            sec1_to_pkcs8(b"not der").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        // PKCS#1: the PKCS#8 wrapper around the same RSAPrivateKey.
+        let openssl = |args: &[&str], input: &[u8]| {
+            use std::io::Write as _;
+            let mut child = std::process::Command::new("openssl")
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("openssl (the unit cell installs it)");
+            child.stdin.take().unwrap().write_all(input).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "openssl {args:?}");
+            out.stdout
+        };
+        let pem = openssl(&["genrsa", "-traditional", "2048"], b"");
+        let pkcs1 = openssl(&["rsa", "-traditional", "-outform", "DER"], &pem);
+        let expected = openssl(&["pkcs8", "-topk8", "-nocrypt", "-outform", "DER"], &pem);
+        let der = pkcs1_to_pkcs8(&pkcs1).unwrap();
+        assert_eq!(
+            inspect(der.expose()).unwrap().algorithm,
+            KeyAlgorithm::Rsa2048
+        );
+        assert_eq!(der.expose(), expected.as_slice());
+        assert_eq!(
+            private_key_pem_to_pkcs8(&pem).unwrap().expose(),
+            expected.as_slice()
+        );
+        let sec1_pem = p256.to_sec1_pem(Default::default()).unwrap();
+        assert_eq!(
+            private_key_pem_to_pkcs8(sec1_pem.as_bytes())
+                .unwrap()
+                .expose(),
+            p256.to_pkcs8_der().unwrap().as_bytes()
+        );
+        assert_eq!(
+            private_key_pem_to_pkcs8(
+                b"-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n"
+            )
+            .unwrap_err()
+            .kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            pkcs1_to_pkcs8(&sec1).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        // Ed25519: the seed alone, or seed ‖ public as Go exports it.
+        use pkcs8::DecodePrivateKey as _;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[0x33; 32]);
+        let mut go = [0x33u8; 64];
+        go[32..].copy_from_slice(signing.verifying_key().as_bytes());
+        let der = ed25519_to_pkcs8(&go).unwrap();
+        assert_eq!(
+            ed25519_to_pkcs8(&[0x33; 32]).unwrap().expose(),
+            der.expose()
+        );
+        // Version 1, as OpenSSL writes it: 30 2e 02 01 00 30 05 06 03 2b 65 70 04 22 04 20 ‖ seed.
+        assert_eq!(
+            &der.expose()[..16],
+            &hex::decode("302e020100300506032b657004220420").unwrap()[..]
+        );
+        assert_eq!(&der.expose()[16..], &[0x33; 32]);
+        let back = ed25519_dalek::SigningKey::from_pkcs8_der(der.expose()).unwrap();
+        assert_eq!(back.verifying_key(), signing.verifying_key());
+        assert_eq!(
+            inspect(der.expose()).unwrap().algorithm,
+            KeyAlgorithm::Ed25519
+        );
+        go[40] ^= 1;
+        assert_eq!(
+            ed25519_to_pkcs8(&go).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            ed25519_to_pkcs8(&[1; 31]).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
 
     #[test]
     fn aes_envelope_encrypts_and_decrypts() {

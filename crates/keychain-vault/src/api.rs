@@ -166,6 +166,23 @@ fn zeroizing<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Zeroizing<String>
     String::deserialize(d).map(Zeroizing::new)
 }
 
+/// `GET <mount>/export/<type>/<name>/<version>`: version → key text; zeroized on drop.
+#[derive(Deserialize)]
+pub(crate) struct Exported {
+    pub(crate) keys: BTreeMap<String, SecretText>,
+}
+
+/// A secret string of an answer, zeroized on drop.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub(crate) struct SecretText(#[serde(deserialize_with = "zeroizing")] pub(crate) Zeroizing<String>);
+
+/// `GET <mount>/wrapping_key`: the mount's RSA-4096 import key.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WrappingKey {
+    pub(crate) public_key: String,
+}
+
 /// `POST sys/tools/random/<n>`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct RandomBytes {

@@ -7,10 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64ct::{Base64, Encoding as _};
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, HashAlg, Health, HealthStatus, KeyAlgorithm, KeyInfo,
-    KeyName, KeyRef, KeySpec, KeyUsages, KeyVersion, KeyVersionInfo, Operation, Protection,
-    PublicKey, Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme, async_trait,
+    Backend, Capabilities, Error, ErrorKind, HashAlg, Health, HealthStatus, ImportSpec,
+    KeyAlgorithm, KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec, KeyUsages, KeyVersion,
+    KeyVersionInfo, Operation, Protection, PublicKey, Result, RsaPadding, SecretBytes, SignInput,
+    Signature, SignatureScheme, WrapFormat, WrappedKey, WrappingSpec, async_trait,
 };
+use keychain_crypto::pkcs8::Kdf;
 use serde_json::{Value, json};
 use tokio::sync::RwLock as AsyncRwLock;
 use zeroize::Zeroizing;
@@ -64,6 +66,8 @@ pub struct TransitBackend {
     /// Bumped by every delete: a key read that started before one is not cached.
     deletions: AtomicU64,
     closed: AtomicBool,
+    /// PBES2 parameters of password exports.
+    export_kdf: Kdf,
 }
 
 fn capabilities() -> Capabilities {
@@ -93,6 +97,9 @@ fn capabilities() -> Capabilities {
     caps.rotate = true;
     caps.random = true;
     caps.health = true;
+    caps.import = true;
+    caps.export_wrapped = true;
+    caps.import_wrapped = true;
     caps
 }
 
@@ -350,6 +357,31 @@ fn key_info(name: &KeyName, data: &KeyData) -> Result<KeyInfo> {
     ))
 }
 
+/// The PKCS#8 DER of a key as Transit exports it: base64 raw bytes for AES, base64 seed ‖
+/// public key for Ed25519, PEM (`EC PRIVATE KEY`, `RSA PRIVATE KEY`) for ECDSA and RSA.
+fn exported_pkcs8(algorithm: KeyAlgorithm, text: &str) -> Result<SecretBytes> {
+    use keychain_crypto::pkcs8;
+    let raw = || {
+        Base64::decode_vec(text.trim())
+            .map(Zeroizing::new)
+            .map_err(|_| unexpected("Transit exported a key that is not base64"))
+    };
+    let der = if algorithm.is_symmetric() {
+        pkcs8::symmetric_to_pkcs8(algorithm, &raw()?)?
+    } else if algorithm == KeyAlgorithm::Ed25519 {
+        pkcs8::ed25519_to_pkcs8(&raw()?)?
+    } else {
+        pkcs8::private_key_pem_to_pkcs8(text.as_bytes())?
+    };
+    let found = pkcs8::inspect(der.expose())?.algorithm;
+    if found != algorithm {
+        return Err(unexpected(format!(
+            "Transit exported a {found} key for a {algorithm} key"
+        )));
+    }
+    Ok(der)
+}
+
 impl TransitBackend {
     /// Opens the backend: resolves the credentials, logs in (AppRole, Kubernetes) or looks the
     /// token up (to learn when to renew it). Makes no Transit call: the first operation shows
@@ -372,6 +404,7 @@ impl TransitBackend {
             auth,
             mount,
             key_prefix,
+            export_kdf,
             ..
         } = config;
         let session = Session::open(settings, auth).await?;
@@ -384,6 +417,7 @@ impl TransitBackend {
             admin: AsyncRwLock::new(()),
             deletions: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            export_kdf,
         })
     }
 
@@ -538,13 +572,6 @@ impl TransitBackend {
                 "a Transit {key_type} key can have the usages {possible:?}, not {usages:?}"
             )));
         }
-        if spec.exportable {
-            // Transit's `exportable` is irreversible and hands out the raw key to any token
-            // that may read `<mount>/export/...`; without keychain's export, nothing to ask for.
-            return Err(Error::unsupported(
-                "exportable Transit keys: this backend does not export keys yet",
-            ));
-        }
         let _admin = self.admin.write().await;
         if self.read(name).await?.is_some() {
             return Err(Error::new(
@@ -553,13 +580,18 @@ impl TransitBackend {
             )
             .with_backend(BACKEND));
         }
-        let body = json!({ "type": key_type });
+        // Transit's `exportable` is irreversible: any token that may read
+        // `<mount>/export/...` can then read the raw key (see the crate docs).
+        let body = json!({ "type": key_type, "exportable": spec.exportable });
         let current = self.session.client().await?;
         api::empty(&current.client, Call::post(self.path("keys", name), &body))
             .await
             .map_err(map)?;
         let info = self.info(name).await?;
-        if info.algorithm != spec.algorithm || info.version != 1 || info.exportable {
+        if info.algorithm != spec.algorithm
+            || info.version != 1
+            || info.exportable != spec.exportable
+        {
             // Another client created the same name at the same moment (Transit's create is
             // idempotent, so neither request failed): the key is theirs.
             return Err(Error::new(
@@ -570,6 +602,137 @@ impl TransitBackend {
                 ),
             )
             .with_backend(BACKEND));
+        }
+        Ok(info)
+    }
+
+    /// `export_wrapped` with a password: Transit's export of one version, converted to PKCS#8
+    /// and encrypted with PBES2 here.
+    async fn export_inner(&self, key: &KeyRef, with: &WrappingSpec) -> Result<WrappedKey> {
+        let WrappingSpec::Password(password) = with else {
+            return Err(Error::unsupported(
+                "wrapping under another key; Transit exports with WrappingSpec::Password \
+                 (its BYOK export to another Transit mount is not offered)",
+            ));
+        };
+        if password.expose().is_empty() {
+            return Err(Error::invalid_input("the export password is empty"));
+        }
+        let data = self.read(key.name()).await?.ok_or_else(|| {
+            Error::not_found(format!("no Transit key {}", self.transit_name(key.name())))
+        })?;
+        let info = key_info(key.name(), &data)?;
+        if !data.exportable {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "Transit key {} was not created exportable (Transit sets that once, at \
+                     creation or import)",
+                    self.transit_name(key.name())
+                ),
+            ));
+        }
+        let version = key.version().unwrap_or(info.version);
+        if info.version_info(version).is_none() {
+            return Err(Error::not_found(format!(
+                "key {} has no usable version {version}",
+                key.name()
+            )));
+        }
+        let kind = if info.algorithm.is_symmetric() {
+            "encryption-key"
+        } else {
+            "signing-key"
+        };
+        let path = format!(
+            "{}/export/{kind}/{}/{version}",
+            self.mount,
+            self.transit_name(key.name())
+        );
+        let current = self.session.client().await?;
+        let exported: api::Exported = api::data(&current.client, Call::get(path))
+            .await
+            .map_err(map)?;
+        let text = exported
+            .keys
+            .get(&version.to_string())
+            .ok_or_else(|| unexpected(format!("Transit exported no version {version}")))?;
+        let der = exported_pkcs8(info.algorithm, text.0.as_str())?;
+        let (password, kdf) = (password.duplicate(), self.export_kdf);
+        let bytes = tokio::task::spawn_blocking(move || {
+            keychain_crypto::pkcs8::encrypt_der(der.expose(), password.expose().as_bytes(), kdf)
+        })
+        .await
+        .map_err(|e| unexpected(format!("export task failed: {e}")))??;
+        Ok(WrappedKey::new(
+            WrapFormat::EncryptedPkcs8,
+            info.algorithm,
+            bytes,
+        ))
+    }
+
+    /// Imports key material through Transit's BYOK import: the key is wrapped with a one-time
+    /// AES key (KWP), which is wrapped with the mount's RSA-4096 wrapping key (OAEP SHA-256).
+    async fn import_inner(
+        &self,
+        name: &KeyName,
+        plain: keychain_crypto::pkcs8::Plain,
+        spec: &ImportSpec,
+    ) -> Result<KeyInfo> {
+        let algorithm = plain.algorithm;
+        let key_type = transit_type(algorithm)
+            .filter(|_| self.caps.supports_algorithm(algorithm))
+            .ok_or_else(|| Error::unsupported(format!("Transit has no {algorithm} keys")))?;
+        let possible = usages_of(algorithm);
+        if !possible.contains_all(spec.usages) {
+            return Err(Error::invalid_input(format!(
+                "a Transit {key_type} key can have the usages {possible:?}, not {:?}",
+                spec.usages
+            )));
+        }
+        let _admin = self.admin.write().await;
+        if self.read(name).await?.is_some() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("Transit key {} exists", self.transit_name(name)),
+            ));
+        }
+        let current = self.session.client().await?;
+        let wrapping: api::WrappingKey = api::data(
+            &current.client,
+            Call::get(format!("{}/wrapping_key", self.mount)),
+        )
+        .await
+        .map_err(map)?;
+        let wrapping = PublicKey::from_pem(&wrapping.public_key)
+            .map_err(|e| unexpected(format!("Transit's wrapping key: {e}")))?;
+        let blob = keychain_crypto::wrap::rsa_aes_key_wrap(
+            &wrapping,
+            HashAlg::Sha256,
+            plain.material.expose(),
+        )?;
+        drop(plain);
+        let body = json!({
+            "ciphertext": Base64::encode_string(&blob),
+            "type": key_type,
+            "hash_function": "SHA256",
+            "exportable": spec.exportable,
+        });
+        api::empty(
+            &current.client,
+            Call::post(format!("{}/import", self.path("keys", name)), &body),
+        )
+        .await
+        .map_err(map)?;
+        let info = self.info(name).await?;
+        if info.algorithm != algorithm || info.version != 1 || info.exportable != spec.exportable {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "Transit key {} was created concurrently by another client",
+                    self.transit_name(name)
+                ),
+            ));
         }
         Ok(info)
     }
@@ -1016,6 +1179,71 @@ impl Backend for TransitBackend {
         self.rotate(name)
             .await
             .map_err(|e| e.with_backend(BACKEND).with_operation(op).with_key(name))
+    }
+
+    async fn import_key(
+        &self,
+        name: &KeyName,
+        material: KeyMaterial,
+        spec: &ImportSpec,
+    ) -> Result<KeyInfo> {
+        let op = Operation::ImportKey;
+        self.check_open(op)?;
+        let err = |e: Error| e.with_backend(BACKEND).with_operation(op).with_key(name);
+        let plain =
+            keychain_crypto::pkcs8::from_material(&material, spec.algorithm).map_err(err)?;
+        drop(material);
+        self.import_inner(name, plain, spec).await.map_err(err)
+    }
+
+    async fn export_wrapped(&self, key: &KeyRef, with: &WrappingSpec) -> Result<WrappedKey> {
+        let op = Operation::ExportWrapped;
+        self.check_open(op)?;
+        let result = self.export_inner(key, with).await;
+        self.forget_on(key.name(), result).map_err(|e| {
+            e.with_backend(BACKEND)
+                .with_operation(op)
+                .with_key(key.name())
+        })
+    }
+
+    async fn import_wrapped(
+        &self,
+        name: &KeyName,
+        wrapped: &WrappedKey,
+        unwrap_with: &WrappingSpec,
+        spec: &ImportSpec,
+    ) -> Result<KeyInfo> {
+        let op = Operation::ImportWrapped;
+        self.check_open(op)?;
+        let err = |e: Error| e.with_backend(BACKEND).with_operation(op).with_key(name);
+        let WrappingSpec::Password(password) = unwrap_with else {
+            return Err(err(Error::unsupported(
+                "unwrapping with another key; Transit imports with WrappingSpec::Password",
+            )));
+        };
+        if wrapped.format != WrapFormat::EncryptedPkcs8 {
+            return Err(err(Error::unsupported(format!(
+                "wrapped key format {:?}",
+                wrapped.format
+            ))));
+        }
+        let (data, pw) = (wrapped.bytes.clone(), password.duplicate());
+        let der = tokio::task::spawn_blocking(move || {
+            keychain_crypto::pkcs8::decrypt(&data, pw.expose().as_bytes())
+        })
+        .await
+        .map_err(|e| err(unexpected(format!("import task failed: {e}"))))?
+        .map_err(err)?;
+        let plain = keychain_crypto::pkcs8::inspect(der.expose()).map_err(err)?;
+        let want = spec.algorithm.unwrap_or(wrapped.algorithm);
+        if plain.algorithm != want {
+            return Err(err(Error::invalid_input(format!(
+                "the wrapped key is a {} key, expected {want}",
+                plain.algorithm
+            ))));
+        }
+        self.import_inner(name, plain, spec).await.map_err(err)
     }
 
     async fn random(&self, len: usize) -> Result<Vec<u8>> {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use keychain_core::{Error, KeyUri, Result, SecretSource};
+pub use keychain_crypto::pkcs8::Kdf;
 use serde::{Deserialize, Serialize};
 
 /// The Transit mount used when none is configured.
@@ -25,6 +26,7 @@ pub const DEFAULT_KUBERNETES_JWT: &str = "/var/run/secrets/kubernetes.io/service
 /// client-cert = "/etc/vault/client.pem"  # mutual TLS (optional, with client-key)
 /// client-key = "/etc/vault/client.key"
 /// timeout-ms = 30000
+/// export-kdf = { pbkdf2 = { iterations = 600000 } }  # PBES2 of password exports
 ///
 /// [auth]                                 # one of:
 /// method = "token"
@@ -62,6 +64,9 @@ pub struct Config {
     pub danger_accept_invalid_certs: bool,
     /// Timeout of one HTTP request, in milliseconds.
     pub timeout_ms: u64,
+    /// The password KDF of `export_wrapped` with a password (PBES2). Default: PBKDF2-SHA256,
+    /// 600 000 iterations.
+    pub export_kdf: Kdf,
 }
 
 /// How the backend authenticates to Vault / OpenBao. Every credential is a [`SecretSource`].
@@ -137,6 +142,7 @@ impl Default for Config {
             client_key: None,
             danger_accept_invalid_certs: false,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            export_kdf: Kdf::default(),
         }
     }
 }
@@ -199,6 +205,13 @@ impl Config {
     #[must_use]
     pub fn with_timeout_ms(mut self, ms: u64) -> Self {
         self.timeout_ms = ms;
+        self
+    }
+
+    /// Sets the KDF of password exports.
+    #[must_use]
+    pub fn with_export_kdf(mut self, kdf: Kdf) -> Self {
+        self.export_kdf = kdf;
         self
     }
 

@@ -10,5 +10,7 @@ mod session;
 pub use crate::backend::{
     MAX_RANDOM, TransitBackend, from_transit_ciphertext, to_transit_ciphertext,
 };
-pub use crate::config::{Auth, Config, DEFAULT_KUBERNETES_JWT, DEFAULT_MOUNT, DEFAULT_TIMEOUT_MS};
+pub use crate::config::{
+    Auth, Config, DEFAULT_KUBERNETES_JWT, DEFAULT_MOUNT, DEFAULT_TIMEOUT_MS, Kdf,
+};
 pub use crate::naming::key_ref_from_uri;

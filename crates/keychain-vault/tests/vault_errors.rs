@@ -773,19 +773,33 @@ async fn names_ending_in_a_dash_and_nested_prefixes() {
 }
 
 #[tokio::test]
-async fn exportable_keys_are_unsupported_and_nothing_is_created() {
+async fn exportable_is_transit_s_own_flag() {
     let Some(env) = common::env() else { return };
     let b = env.open().await;
-    let name = env.name("exportable");
-    let e = b
-        .generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256).exportable(true))
-        .await
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
-    assert_eq!(
-        b.key_info(&KeyRef::from(&name)).await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    for exportable in [true, false] {
+        let name = env.name("exportable");
+        let info = b
+            .generate_key(
+                &name,
+                &KeySpec::new(KeyAlgorithm::EcP256).exportable(exportable),
+            )
+            .await
+            .unwrap();
+        assert_eq!(info.exportable, exportable);
+        let transit = env.transit(&name);
+        let flag = env
+            .bao(&[
+                "read",
+                "-field=exportable",
+                &format!("transit/keys/{transit}"),
+            ])
+            .unwrap();
+        assert_eq!(flag.trim(), exportable.to_string());
+        // Transit itself refuses to export a key created without the flag.
+        let exported = env.bao(&["read", &format!("transit/export/signing-key/{transit}")]);
+        assert_eq!(exported.is_ok(), exportable, "{exported:?}");
+        b.delete_key(&name).await.unwrap();
+    }
 }
 
 #[tokio::test]

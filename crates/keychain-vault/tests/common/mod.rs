@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use keychain_core::{KeyName, SecretSource};
-use keychain_vault::{Config, TransitBackend};
+use keychain_vault::{Config, Kdf, TransitBackend};
 
 /// The OpenBao dev server the cell runs on.
 pub struct Env {
@@ -91,7 +91,10 @@ pub fn bao_at(
 impl Env {
     /// The configuration for the cell's server with the root token and this process's prefix.
     pub fn config(&self) -> Config {
-        Config::new(&self.addr, SecretSource::value(&self.token)).with_key_prefix(prefix())
+        // A cheap PBES2 for password exports: the tests check the format, not the cost.
+        Config::new(&self.addr, SecretSource::value(&self.token))
+            .with_key_prefix(prefix())
+            .with_export_kdf(Kdf::Pbkdf2 { iterations: 10_000 })
     }
 
     /// A backend on the cell's server.
