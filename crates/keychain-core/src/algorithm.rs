@@ -45,11 +45,14 @@ pub enum KeyAlgorithm {
     /// AES-256 in GCM mode.
     #[serde(rename = "aes256-gcm")]
     Aes256Gcm,
+    /// ChaCha20-Poly1305 (RFC 8439): a 256-bit key, 96-bit nonces, 128-bit tags.
+    #[serde(rename = "chacha20-poly1305")]
+    ChaCha20Poly1305,
 }
 
 impl KeyAlgorithm {
     /// Every algorithm, in a stable order.
-    pub const ALL: [KeyAlgorithm; 11] = [
+    pub const ALL: [KeyAlgorithm; 12] = [
         Self::Rsa2048,
         Self::Rsa3072,
         Self::Rsa4096,
@@ -61,6 +64,7 @@ impl KeyAlgorithm {
         Self::Aes128Gcm,
         Self::Aes192Gcm,
         Self::Aes256Gcm,
+        Self::ChaCha20Poly1305,
     ];
 
     /// The configuration/URI spelling (`rsa-2048`, `ec-p256`, `ed25519`, `aes256-gcm`, ...).
@@ -77,6 +81,7 @@ impl KeyAlgorithm {
             Self::Aes128Gcm => "aes128-gcm",
             Self::Aes192Gcm => "aes192-gcm",
             Self::Aes256Gcm => "aes256-gcm",
+            Self::ChaCha20Poly1305 => "chacha20-poly1305",
         }
     }
 
@@ -93,8 +98,13 @@ impl KeyAlgorithm {
         )
     }
 
-    /// A symmetric (AEAD) key.
+    /// A symmetric (AEAD) key: AES-GCM or ChaCha20-Poly1305.
     pub const fn is_symmetric(self) -> bool {
+        self.is_aes() || matches!(self, Self::ChaCha20Poly1305)
+    }
+
+    /// AES-GCM of any key size.
+    pub const fn is_aes(self) -> bool {
         matches!(self, Self::Aes128Gcm | Self::Aes192Gcm | Self::Aes256Gcm)
     }
 
@@ -103,13 +113,17 @@ impl KeyAlgorithm {
         !self.is_symmetric()
     }
 
-    /// Key size in bits (RSA modulus, curve order, AES key).
+    /// Key size in bits (RSA modulus, curve order, symmetric key).
     pub const fn bits(self) -> u32 {
         match self {
             Self::Rsa2048 => 2048,
             Self::Rsa3072 => 3072,
             Self::Rsa4096 => 4096,
-            Self::EcP256 | Self::EcSecp256k1 | Self::Ed25519 | Self::Aes256Gcm => 256,
+            Self::EcP256
+            | Self::EcSecp256k1
+            | Self::Ed25519
+            | Self::Aes256Gcm
+            | Self::ChaCha20Poly1305 => 256,
             Self::EcP384 => 384,
             Self::EcP521 => 521,
             Self::Aes128Gcm => 128,
@@ -117,12 +131,12 @@ impl KeyAlgorithm {
         }
     }
 
-    /// For AES keys, the key length in bytes.
+    /// For symmetric keys, the key length in bytes.
     pub const fn symmetric_key_len(self) -> Option<usize> {
         match self {
             Self::Aes128Gcm => Some(16),
             Self::Aes192Gcm => Some(24),
-            Self::Aes256Gcm => Some(32),
+            Self::Aes256Gcm | Self::ChaCha20Poly1305 => Some(32),
             _ => None,
         }
     }

@@ -58,7 +58,7 @@ fn public_key(der: &[u8]) -> Result<PublicKey> {
     PublicKey::from_der(der)
 }
 
-const ALGORITHMS: [KeyAlgorithm; 10] = [
+const ALGORITHMS: [KeyAlgorithm; 11] = [
     KeyAlgorithm::Rsa2048,
     KeyAlgorithm::Rsa3072,
     KeyAlgorithm::Rsa4096,
@@ -69,6 +69,7 @@ const ALGORITHMS: [KeyAlgorithm; 10] = [
     KeyAlgorithm::Aes128Gcm,
     KeyAlgorithm::Aes192Gcm,
     KeyAlgorithm::Aes256Gcm,
+    KeyAlgorithm::ChaCha20Poly1305,
 ];
 
 impl CryptoProvider for AwsLcProvider {
@@ -199,6 +200,7 @@ impl CryptoProvider for AwsLcProvider {
             KeyAlgorithm::Aes128Gcm => &aead::AES_128_GCM,
             KeyAlgorithm::Aes192Gcm => &aead::AES_192_GCM,
             KeyAlgorithm::Aes256Gcm => &aead::AES_256_GCM,
+            KeyAlgorithm::ChaCha20Poly1305 => &aead::CHACHA20_POLY1305,
             a => {
                 return Err(Error::invalid_input(format!(
                     "{a} is not an AEAD algorithm"
@@ -211,7 +213,7 @@ impl CryptoProvider for AwsLcProvider {
                 algorithm.symmetric_key_len().unwrap_or_default()
             )));
         }
-        let unbound = UnboundKey::new(alg, key).map_err(internal("AES key setup"))?;
+        let unbound = UnboundKey::new(alg, key).map_err(internal("AEAD key setup"))?;
         Ok(Box::new(GcmKey(LessSafeKey::new(unbound))))
     }
 
@@ -376,7 +378,7 @@ impl AeadKey for GcmKey {
                 Aad::from(aad),
                 &mut Tail { buf, start },
             )
-            .map_err(internal("AES-GCM seal"))
+            .map_err(internal("AEAD seal"))
     }
 
     fn open(&self, nonce: &[u8; 12], aad: &[u8], ciphertext_and_tag: &[u8]) -> Result<SecretBytes> {
@@ -398,7 +400,7 @@ impl AeadKey for GcmKey {
                 zeroize::Zeroize::zeroize(&mut buf);
                 Err(Error::new(
                     ErrorKind::Integrity,
-                    "AES-GCM authentication failed",
+                    "AEAD authentication failed",
                 ))
             }
         }
@@ -463,5 +465,37 @@ mod tests {
             ErrorKind::Integrity
         );
         assert!(p.aead_key(KeyAlgorithm::Aes256Gcm, &[0u8; 16]).is_err());
+    }
+
+    /// RFC 8439 §2.8.2: the ChaCha20-Poly1305 AEAD test vector.
+    #[test]
+    fn chacha20_poly1305_rfc8439_vector() {
+        let key: Vec<u8> = (0x80u8..=0x9f).collect();
+        let nonce: [u8; 12] = [
+            0x07, 0, 0, 0, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47,
+        ];
+        let aad = hex::decode("50515253c0c1c2c3c4c5c6c7").unwrap();
+        let plaintext = b"Ladies and Gentlemen of the class of '99: If I could offer you only \
+one tip for the future, sunscreen would be it.";
+        let expected_tag = hex::decode("1ae10b594f09e26a7e902ecbd0600691").unwrap();
+        let expected_start = hex::decode("d31a8d34648e60db7b86afbc53ef7ec2").unwrap();
+        let p = AwsLcProvider::new();
+        let k = p.aead_key(KeyAlgorithm::ChaCha20Poly1305, &key).unwrap();
+        let ct = k.seal(&nonce, &aad, plaintext).unwrap();
+        assert_eq!(ct.len(), plaintext.len() + 16);
+        assert_eq!(&ct[..16], expected_start.as_slice());
+        assert_eq!(&ct[ct.len() - 16..], expected_tag.as_slice());
+        assert_eq!(k.open(&nonce, &aad, &ct).unwrap().expose(), plaintext);
+        #[cfg(feature = "rustcrypto")]
+        {
+            let r = crate::RustCryptoProvider::new();
+            let rk = r.aead_key(KeyAlgorithm::ChaCha20Poly1305, &key).unwrap();
+            assert_eq!(rk.seal(&nonce, &aad, plaintext).unwrap(), ct);
+            assert_eq!(rk.open(&nonce, &aad, &ct).unwrap().expose(), plaintext);
+        }
+        assert!(
+            p.aead_key(KeyAlgorithm::ChaCha20Poly1305, &[0u8; 16])
+                .is_err()
+        );
     }
 }

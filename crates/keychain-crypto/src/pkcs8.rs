@@ -1,5 +1,5 @@
 //! PKCS#8 documents: PBES2 encryption and decryption, algorithm detection, and the PKCS#8
-//! envelope for AES keys. Shared by the backends that import or export keys as (encrypted)
+//! envelope for symmetric keys. Shared by the backends that import or export keys as (encrypted)
 //! PKCS#8 — the software backend's files, password-wrapped exports of HSM keys.
 
 use der::asn1::{ObjectIdentifier, OctetStringRef};
@@ -14,17 +14,21 @@ use serde::{Deserialize, Serialize};
 
 const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
-// AES-GCM key OIDs (NIST CSOR): symmetric keys are stored as a PrivateKeyInfo naming the
-// cipher, so they get the same PBES2 protection as private keys.
+// Symmetric keys are stored as a PrivateKeyInfo naming the cipher, so they get the same PBES2
+// protection as private keys: the AES-GCM OIDs of NIST's CSOR, and RFC 8103's
+// id-alg-AEADChaCha20Poly1305.
 const OID_AES128_GCM: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.6");
 const OID_AES192_GCM: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.26");
 const OID_AES256_GCM: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.46");
+const OID_CHACHA20_POLY1305: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.3.18");
 
-fn aes_oid(algorithm: KeyAlgorithm) -> Option<ObjectIdentifier> {
+fn symmetric_oid(algorithm: KeyAlgorithm) -> Option<ObjectIdentifier> {
     match algorithm {
         KeyAlgorithm::Aes128Gcm => Some(OID_AES128_GCM),
         KeyAlgorithm::Aes192Gcm => Some(OID_AES192_GCM),
         KeyAlgorithm::Aes256Gcm => Some(OID_AES256_GCM),
+        KeyAlgorithm::ChaCha20Poly1305 => Some(OID_CHACHA20_POLY1305),
         _ => None,
     }
 }
@@ -63,9 +67,9 @@ impl Default for Kdf {
     }
 }
 
-/// The PKCS#8 DER that holds an AES key.
+/// The PKCS#8 DER that holds a symmetric key (AES-GCM or ChaCha20-Poly1305).
 pub fn symmetric_to_pkcs8(algorithm: KeyAlgorithm, key: &[u8]) -> Result<SecretBytes> {
-    let oid = aes_oid(algorithm)
+    let oid = symmetric_oid(algorithm)
         .ok_or_else(|| Error::invalid_input(format!("{algorithm} is not a symmetric algorithm")))?;
     let octets = OctetStringRef::new(key).map_err(encoding)?;
     let info = PrivateKeyInfoRef::new(
@@ -202,13 +206,9 @@ pub fn inspect(der: &[u8]) -> Result<Plain> {
     let info = PrivateKeyInfoRef::from_der(der)
         .map_err(|e| Error::invalid_input(format!("not a PKCS#8 private key: {e}")))?;
     let oid = info.algorithm.oid;
-    if let Some(a) = [
-        KeyAlgorithm::Aes128Gcm,
-        KeyAlgorithm::Aes192Gcm,
-        KeyAlgorithm::Aes256Gcm,
-    ]
-    .into_iter()
-    .find(|a| aes_oid(*a) == Some(oid))
+    if let Some(a) = KeyAlgorithm::ALL
+        .into_iter()
+        .find(|a| symmetric_oid(*a) == Some(oid))
     {
         let key = info.private_key.as_bytes();
         if Some(key.len()) != a.symmetric_key_len() {

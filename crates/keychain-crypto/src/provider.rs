@@ -41,7 +41,7 @@ pub trait CryptoProvider: Send + Sync + Debug + 'static {
     fn private_key(&self, algorithm: KeyAlgorithm, pkcs8_der: &[u8])
     -> Result<Box<dyn PrivateKey>>;
 
-    /// Prepares an AES-GCM key.
+    /// Prepares an AEAD key: AES-GCM or ChaCha20-Poly1305.
     ///
     /// # Errors
     /// `InvalidInput` when `key` has the wrong length for `algorithm`.
@@ -83,7 +83,8 @@ pub trait PrivateKey: Send + Sync {
     }
 }
 
-/// A prepared AES-GCM key.
+/// A prepared AEAD key (AES-GCM or ChaCha20-Poly1305; both take 12-byte nonces and 16-byte
+/// tags).
 pub trait AeadKey: Send + Sync {
     /// Encrypts `buf[start..]` in place with `nonce` (unique per key!) and `aad`, then appends
     /// the tag, so callers can put a header in front without another copy.

@@ -54,10 +54,11 @@ const EC: [KeyAlgorithm; 3] = [
     KeyAlgorithm::EcP384,
     KeyAlgorithm::EcP521,
 ];
-const AES: [KeyAlgorithm; 3] = [
+const AEAD: [KeyAlgorithm; 4] = [
     KeyAlgorithm::Aes128Gcm,
     KeyAlgorithm::Aes192Gcm,
     KeyAlgorithm::Aes256Gcm,
+    KeyAlgorithm::ChaCha20Poly1305,
 ];
 #[cfg(feature = "rustcrypto-rsa-insecure")]
 const RSA: [KeyAlgorithm; 3] = [
@@ -77,7 +78,7 @@ impl CryptoProvider for RustCryptoProvider {
         v.extend(RSA);
         v.extend(EC);
         v.push(KeyAlgorithm::Ed25519);
-        v.extend(AES);
+        v.extend(AEAD);
         v
     }
 
@@ -209,6 +210,9 @@ impl CryptoProvider for RustCryptoProvider {
             KeyAlgorithm::Aes256Gcm => {
                 Box::new(Gcm(Aes256Gcm::new_from_slice(key).map_err(bad_len)?))
             }
+            KeyAlgorithm::ChaCha20Poly1305 => Box::new(Gcm(
+                chacha20poly1305::ChaCha20Poly1305::new_from_slice(key).map_err(bad_len)?,
+            )),
             a => {
                 return Err(Error::invalid_input(format!(
                     "{a} is not an AEAD algorithm"
@@ -347,6 +351,7 @@ impl PrivateKey for Rsa {
     }
 }
 
+/// An AEAD of RustCrypto's `aead` traits (AES-GCM, ChaCha20-Poly1305).
 struct Gcm<C>(C);
 
 impl<C> AeadKey for Gcm<C>
@@ -366,7 +371,7 @@ where
         let tag = self
             .0
             .encrypt_inout_detached(&Nonce::<U12>::from(*nonce), aad, body.into())
-            .map_err(|_| Error::new(ErrorKind::Unexpected, "AES-GCM seal failed"))?;
+            .map_err(|_| Error::new(ErrorKind::Unexpected, "AEAD seal failed"))?;
         buf.extend_from_slice(&tag);
         Ok(())
     }
@@ -383,19 +388,19 @@ where
         out.resize(start + plaintext.len(), 0);
         let body = out
             .get_mut(start..)
-            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "AES-GCM buffer"))?;
+            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "AEAD buffer"))?;
         let inout = aes_gcm::aead::inout::InOutBuf::new(plaintext, body)
-            .map_err(|_| Error::new(ErrorKind::Unexpected, "AES-GCM buffer lengths differ"))?;
+            .map_err(|_| Error::new(ErrorKind::Unexpected, "AEAD buffer lengths differ"))?;
         let tag = self
             .0
             .encrypt_inout_detached(&Nonce::<U12>::from(*nonce), aad, inout)
-            .map_err(|_| Error::new(ErrorKind::Unexpected, "AES-GCM seal failed"))?;
+            .map_err(|_| Error::new(ErrorKind::Unexpected, "AEAD seal failed"))?;
         out.extend_from_slice(&tag);
         Ok(())
     }
 
     fn open(&self, nonce: &[u8; 12], aad: &[u8], ciphertext_and_tag: &[u8]) -> Result<SecretBytes> {
-        let integrity = || Error::new(ErrorKind::Integrity, "AES-GCM authentication failed");
+        let integrity = || Error::new(ErrorKind::Integrity, "AEAD authentication failed");
         let split = ciphertext_and_tag
             .len()
             .checked_sub(crate::TAG_LEN)
@@ -519,7 +524,7 @@ mod tests {
     #[test]
     fn gcm_round_trip_and_tamper() {
         let p = RustCryptoProvider::new();
-        for alg in AES {
+        for alg in AEAD {
             let key = p
                 .aead_key(alg, &vec![5u8; alg.symmetric_key_len().unwrap()])
                 .unwrap();

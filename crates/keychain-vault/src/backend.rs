@@ -82,6 +82,7 @@ fn capabilities() -> Capabilities {
         KeyAlgorithm::Ed25519,
         KeyAlgorithm::Aes128Gcm,
         KeyAlgorithm::Aes256Gcm,
+        KeyAlgorithm::ChaCha20Poly1305,
     ];
     for h in HashAlg::ALL {
         caps.signature_schemes.extend([
@@ -115,6 +116,7 @@ fn transit_type(algorithm: KeyAlgorithm) -> Option<&'static str> {
         KeyAlgorithm::Ed25519 => "ed25519",
         KeyAlgorithm::Aes128Gcm => "aes128-gcm96",
         KeyAlgorithm::Aes256Gcm => "aes256-gcm96",
+        KeyAlgorithm::ChaCha20Poly1305 => "chacha20-poly1305",
         _ => return None,
     })
 }
@@ -1276,7 +1278,10 @@ mod tests {
             assert_eq!(algorithm_of(t), Some(a), "{t}");
         }
         assert_eq!(transit_type(KeyAlgorithm::Aes192Gcm), None);
-        assert_eq!(algorithm_of("chacha20-poly1305"), None);
+        assert_eq!(
+            algorithm_of("chacha20-poly1305"),
+            Some(KeyAlgorithm::ChaCha20Poly1305)
+        );
         assert_eq!(algorithm_of("hmac"), None);
     }
 

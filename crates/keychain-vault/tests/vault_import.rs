@@ -327,3 +327,72 @@ async fn bad_imports_are_refused_and_create_nothing() {
     }
     backend.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn chacha20_poly1305_keys_are_what_they_say() {
+    let Some(env) = common::env() else { return };
+    let backend = env.open().await;
+    let name = env.name("chacha");
+    let info = backend
+        .generate_key(
+            &name,
+            &KeySpec::new(KeyAlgorithm::ChaCha20Poly1305).exportable(true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.algorithm, KeyAlgorithm::ChaCha20Poly1305);
+    let transit = env.transit(&name);
+    let key_type = env
+        .bao(&["read", "-field=type", &format!("transit/keys/{transit}")])
+        .unwrap();
+    assert_eq!(key_type.trim(), "chacha20-poly1305");
+    let ct = backend
+        .encrypt(&KeyRef::from(&name), b"over chacha", b"context")
+        .await
+        .unwrap();
+
+    // The exported key opens Transit's ciphertext (nonce ‖ ciphertext ‖ tag) with a local
+    // ChaCha20-Poly1305: the server really used that cipher with the AAD.
+    let wrapped = backend
+        .export_wrapped(&KeyRef::from(&name), &password("pw"))
+        .await
+        .unwrap();
+    assert_eq!(wrapped.algorithm, KeyAlgorithm::ChaCha20Poly1305);
+    let der = keychain_crypto::pkcs8::decrypt(&wrapped.bytes, b"pw").unwrap();
+    let plain = keychain_crypto::pkcs8::inspect(der.expose()).unwrap();
+    assert_eq!(plain.algorithm, KeyAlgorithm::ChaCha20Poly1305);
+    let text = keychain_vault::to_transit_ciphertext(&ct).unwrap();
+    let body = text.rsplit(':').next().unwrap();
+    let raw = {
+        use base64ct::{Base64, Encoding as _};
+        Base64::decode_vec(body).unwrap()
+    };
+    let (nonce, sealed) = raw.split_at(12);
+    let local = keychain_crypto::default_provider()
+        .unwrap()
+        .aead_key(KeyAlgorithm::ChaCha20Poly1305, plain.material.expose())
+        .unwrap();
+    let opened = local
+        .open(nonce.try_into().unwrap(), b"context", sealed)
+        .unwrap();
+    assert_eq!(opened.expose(), b"over chacha");
+    assert!(
+        local
+            .open(nonce.try_into().unwrap(), b"other", sealed)
+            .is_err()
+    );
+
+    // Imported back under another name (BYOK), it decrypts the same ciphertext.
+    let copy = env.name("chacha-copy");
+    let imported = backend
+        .import_wrapped(&copy, &wrapped, &password("pw"), &ImportSpec::new())
+        .await
+        .unwrap();
+    assert_eq!(imported.algorithm, KeyAlgorithm::ChaCha20Poly1305);
+    let back = backend.decrypt_aead(&copy, &ct, b"context").await.unwrap();
+    assert_eq!(back.expose(), b"over chacha");
+    for n in [&name, &copy] {
+        backend.delete_key(n).await.unwrap();
+    }
+    backend.close().await.unwrap();
+}

@@ -309,6 +309,12 @@ pub(super) async fn backup(
         .await?;
     let der = keychain_crypto::pkcs8::decrypt(&wrapped.bytes, password.expose().as_bytes())?;
     let plain = keychain_crypto::pkcs8::inspect(der.expose())?;
+    if plain.algorithm.is_symmetric() && !plain.algorithm.is_aes() {
+        return Err(Error::unsupported(format!(
+            "the SmartCard-HSM's blobs hold RSA, EC and AES keys, not {}",
+            plain.algorithm
+        )));
+    }
     let material = if plain.algorithm.is_symmetric() {
         KeyMaterial::Symmetric(plain.material)
     } else {
