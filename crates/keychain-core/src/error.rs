@@ -132,6 +132,8 @@ pub enum Operation {
     ListChains,
     /// [`crate::CertStore::capacity`].
     CertCapacity,
+    /// Administering a token or device (PINs, as its security officer).
+    Admin,
     /// [`crate::Backend::close`].
     Close,
 }
@@ -162,6 +164,7 @@ impl Operation {
             Self::DeleteChain => "delete_chain",
             Self::ListChains => "list_chains",
             Self::CertCapacity => "cert_capacity",
+            Self::Admin => "admin",
             Self::Close => "close",
         }
     }

@@ -176,7 +176,7 @@ fn require_usage(entry: &KeyEntry, usage: KeyUsage, what: &str) -> Result<()> {
 }
 
 /// Which token a configuration means, and its slot.
-fn find_slot(ctx: &Pkcs11, config: &Config) -> Result<(Slot, String)> {
+pub(crate) fn find_slot(ctx: &Pkcs11, config: &Config) -> Result<(Slot, String)> {
     let slots = ctx.get_slots_with_token().map_err(map)?;
     if let Some(label) = &config.token {
         let mut found = Vec::new();

@@ -18,6 +18,7 @@ pub const DEFAULT_MAX_SESSIONS: usize = 16;
 /// max-sessions = 16                     # also bounded by the token's own limit
 /// shared-context = true                 # share one initialized module per process
 /// max-certificates = 32                 # certificates keychain may store on the token
+/// so-pin = { env = "HSM_SO_PIN" }       # only for TokenAdmin (optional)
 /// ```
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -45,6 +46,9 @@ pub struct Config {
     /// The password KDF of `export_wrapped` with a password (PBES2). Default: PBKDF2-SHA256,
     /// 600 000 iterations.
     pub export_kdf: Kdf,
+    /// The Security Officer PIN, for [`crate::TokenAdmin`] only; the backend itself never logs
+    /// in as SO. Default: none.
+    pub so_pin: Option<SecretSource>,
 }
 
 impl Default for Config {
@@ -58,6 +62,7 @@ impl Default for Config {
             shared_context: true,
             max_certificates: None,
             export_kdf: Kdf::default(),
+            so_pin: None,
         }
     }
 }
