@@ -277,6 +277,12 @@ pub struct WrappedKey {
     pub algorithm: KeyAlgorithm,
     /// The wrapped key.
     pub bytes: Vec<u8>,
+    /// The public key of an asymmetric key, as SubjectPublicKeyInfo DER, when the format does
+    /// not carry it: a token that unwraps an EC private key (PKCS#11 `C_UnwrapKey`) cannot
+    /// derive the public point, so the importer needs it alongside. Not secret; the importer
+    /// checks that it belongs to the private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<Vec<u8>>,
 }
 
 impl WrappedKey {
@@ -286,7 +292,15 @@ impl WrappedKey {
             format,
             algorithm,
             bytes,
+            public_key: None,
         }
+    }
+
+    /// Carries the wrapped key's public key (SubjectPublicKeyInfo DER).
+    #[must_use]
+    pub fn with_public_key(mut self, public_key: &crate::PublicKey) -> Self {
+        self.public_key = Some(public_key.der().to_vec());
+        self
     }
 }
 

@@ -645,6 +645,184 @@ impl Inner {
         Ok((entry.algorithm, der))
     }
 
+    /// The wrapping key of `WrappingSpec::Key`: an AES key of this token with the wrap usage.
+    fn kek(&self, s: &Session, kek: &KeyRef) -> Result<ObjectHandle> {
+        let entry = self.reload(s, kek.name())?;
+        if !entry.algorithm.is_aes() || !entry.usages.contains(KeyUsage::Wrap) {
+            return Err(Error::invalid_input(format!(
+                "wrapping key {} must be an AES key with the wrap usage (it is a {} key with {:?})",
+                kek.name(),
+                entry.algorithm,
+                entry.usages
+            )));
+        }
+        Ok(entry.version(kek.version())?.key)
+    }
+
+    /// `export_wrapped` under a key of the token: `C_WrapKey` with `CKM_AES_KEY_WRAP_PAD`; the
+    /// key never leaves the token in the clear. Asymmetric keys carry their public key.
+    fn wrap_under(&self, s: &Session, key: &KeyRef, kek: &KeyRef) -> Result<WrappedKey> {
+        let entry = self.reload(s, key.name())?;
+        if !entry.exportable {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "the key was not created exportable (CKA_EXTRACTABLE is false)",
+            ));
+        }
+        let version = entry.version(key.version())?;
+        let wrapping = self.kek(s, kek)?;
+        let bytes = s
+            .wrap_key(&Mechanism::AesKeyWrapPad, wrapping, version.key)
+            .map_err(map)
+            .map_err(|e| match rv_in(&e) {
+                Some(RvError::KeyNotWrappable) => Error::unsupported(
+                    "this token cannot wrap keys of this type (CKR_KEY_NOT_WRAPPABLE)",
+                )
+                .with_source(e),
+                _ => e,
+            })?;
+        let wrapped = WrappedKey::new(WrapFormat::AesKeyWrapPad, entry.algorithm, bytes);
+        Ok(match &version.public_key {
+            Some(public) => wrapped.with_public_key(public),
+            None => wrapped,
+        })
+    }
+
+    /// `import_wrapped` under a key of the token: `C_UnwrapKey`, then the public key object from
+    /// the `WrappedKey`'s public key once it is shown to belong to the unwrapped private key.
+    fn unwrap_under(
+        &self,
+        s: &Session,
+        name: &KeyName,
+        wrapped: &WrappedKey,
+        kek: &KeyRef,
+        usages: keychain_core::KeyUsages,
+        exportable: bool,
+    ) -> Result<Arc<KeyEntry>> {
+        let wrapping = self.kek(s, kek)?;
+        let random = s.generate_random_vec(12).map_err(map)?;
+        let id = objects::make_id(1, &random);
+        let (public, template) = objects::unwrap_templates(
+            name,
+            &id,
+            wrapped.algorithm,
+            usages,
+            exportable,
+            wrapped.public_key.as_deref(),
+        )?;
+        let private = s
+            .unwrap_key(
+                &Mechanism::AesKeyWrapPad,
+                wrapping,
+                &wrapped.bytes,
+                &template,
+            )
+            .map_err(map)
+            .map_err(|e| match rv_in(&e) {
+                // SoftHSM 2.6 reports a failed RFC 5649 integrity check as CKR_GENERAL_ERROR.
+                Some(
+                    RvError::WrappedKeyInvalid
+                    | RvError::WrappedKeyLenRange
+                    | RvError::EncryptedDataInvalid
+                    | RvError::EncryptedDataLenRange
+                    | RvError::GeneralError,
+                ) => Error::new(
+                    ErrorKind::Integrity,
+                    format!("the wrapped key does not unwrap under {}", kek.name()),
+                )
+                .with_source(e),
+                _ => e,
+            })?;
+        let mut made = vec![private];
+        let result = (|| {
+            if wrapped.algorithm.is_symmetric() {
+                let attrs = s
+                    .get_attributes(private, &[AttributeType::ValueLen])
+                    .map_err(map)?;
+                let len = attrs.iter().find_map(|a| match a {
+                    Attribute::ValueLen(l) => Some(u64::from(*l)),
+                    _ => None,
+                });
+                if len.is_none_or(|l| l == 0) {
+                    // SoftHSM 2.6: CKA_VALUE_LEN stays unset after C_UnwrapKey (and may not be
+                    // given in the template), so the key's size could never be read back.
+                    return Err(Error::unsupported(
+                        "this token does not record the length of an unwrapped AES key \
+                         (CKA_VALUE_LEN); use WrappingSpec::Password for AES keys",
+                    ));
+                }
+            }
+            if let Some(public) = &public {
+                self.check_pair(s, private, wrapped)?;
+                made.push(s.create_object(public).map_err(map)?);
+            }
+            let entry = self.reload(s, name)?;
+            if entry.algorithm != wrapped.algorithm {
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    format!(
+                        "the token unwrapped a {} key for a {} key",
+                        entry.algorithm, wrapped.algorithm
+                    ),
+                ));
+            }
+            Ok(entry)
+        })();
+        if result.is_err() {
+            for h in made {
+                let _ = s.destroy_object(h);
+            }
+            self.forget(name);
+        }
+        result
+    }
+
+    /// That the public key a `WrappedKey` carries belongs to the unwrapped private key: the RSA
+    /// modulus compared, an EC/Ed25519 key's signature verified.
+    fn check_pair(&self, s: &Session, private: ObjectHandle, wrapped: &WrappedKey) -> Result<()> {
+        let spki = wrapped.public_key.as_deref().unwrap_or_default();
+        let public = keychain_core::PublicKey::from_der(spki)?;
+        let mismatch = || {
+            Error::new(
+                ErrorKind::Integrity,
+                "the wrapped key's public key does not belong to the wrapped private key",
+            )
+        };
+        let algorithm = wrapped.algorithm;
+        let Some(scheme) = algorithm.default_scheme() else {
+            return Ok(());
+        };
+        if algorithm.is_rsa() {
+            let attrs = s
+                .get_attributes(private, &[AttributeType::Modulus])
+                .map_err(map)?;
+            let modulus = objects::attr_bytes(&attrs, AttributeType::Modulus).unwrap_or_default();
+            let spki_ref = spki::SubjectPublicKeyInfoRef::try_from(spki)
+                .map_err(|e| Error::invalid_input(format!("malformed public key: {e}")))?;
+            let rsa = <pkcs1::RsaPublicKey<der::asn1::UintRef<'_>> as der::Decode<'_>>::from_der(
+                spki_ref.subject_public_key.raw_bytes(),
+            )
+            .map_err(|e| Error::invalid_input(format!("malformed RSA public key: {e}")))?;
+            let strip = |b: &[u8]| {
+                let first = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+                b[first..].to_vec()
+            };
+            return if strip(modulus) == strip(rsa.modulus.as_bytes()) {
+                Ok(())
+            } else {
+                Err(mismatch())
+            };
+        }
+        let probe = b"keychain: does this public key belong to the unwrapped key?";
+        let data = match scheme.hash() {
+            Some(h) => h.digest(probe),
+            None => probe.to_vec(),
+        };
+        let signature = self.sign_raw(s, private, algorithm, scheme, &data)?;
+        keychain_core::verify(&public, SignInput::message(probe), scheme, &signature)
+            .map_err(|_| mismatch())
+    }
+
     /// Creates version `version` of `name` and returns the key as now stored.
     fn create(
         &self,
@@ -738,6 +916,57 @@ impl Pkcs11Backend {
     }
 
     /// Imports `plain` as the new key `name` (shared by `import_key` and `import_wrapped`).
+    /// `import_wrapped` with `WrappingSpec::Key`.
+    async fn import_under(
+        &self,
+        name: &KeyName,
+        wrapped: &WrappedKey,
+        kek: &KeyRef,
+        spec: &ImportSpec,
+    ) -> Result<KeyInfo> {
+        if wrapped.format != WrapFormat::AesKeyWrapPad {
+            return Err(Error::invalid_input(format!(
+                "a key wrapped as {:?} does not unwrap under a token key (AES key wrap with \
+                 padding)",
+                wrapped.format
+            )));
+        }
+        let algorithm = spec.algorithm.unwrap_or(wrapped.algorithm);
+        if algorithm != wrapped.algorithm {
+            return Err(Error::invalid_input(format!(
+                "the wrapped key is a {} key, expected {algorithm}",
+                wrapped.algorithm
+            )));
+        }
+        if !self.inner.capabilities.supports_algorithm(algorithm) {
+            return Err(Error::unsupported(format!(
+                "this token does not offer {algorithm} keys"
+            )));
+        }
+        let key_spec = KeySpec::new(algorithm).with_usages(spec.usages);
+        key_spec.validate()?;
+        let (usages, exportable) = (key_spec.effective_usages(), spec.exportable);
+        let inner = Arc::clone(&self.inner);
+        let (name2, wrapped, kek) = (name.clone(), wrapped.clone(), kek.clone());
+        self.inner
+            .pool
+            .run_exclusive(move |s| {
+                if objects::load(s, &name2)?.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("a key named {name2} exists"),
+                    ));
+                }
+                for (h, _, _) in objects::objects_of(s, &name2)? {
+                    s.destroy_object(h).map_err(map)?;
+                }
+                Ok(inner
+                    .unwrap_under(s, &name2, &wrapped, &kek, usages, exportable)?
+                    .info())
+            })
+            .await
+    }
+
     async fn import_plain(
         &self,
         name: &KeyName,
@@ -1075,10 +1304,19 @@ impl Backend for Pkcs11Backend {
 
     async fn export_wrapped(&self, key: &KeyRef, with: &WrappingSpec) -> Result<WrappedKey> {
         let fail = in_op(Operation::ExportWrapped, Some(key.name()));
-        let WrappingSpec::Password(password) = with else {
-            return Err(fail(Error::unsupported(
-                "wrapping under another key of the token; use WrappingSpec::Password",
-            )));
+        let password = match with {
+            WrappingSpec::Password(password) => password,
+            WrappingSpec::Key(kek) => {
+                let inner = Arc::clone(&self.inner);
+                let (key2, kek) = (key.clone(), kek.clone());
+                return self
+                    .inner
+                    .pool
+                    .run(move |s| inner.wrap_under(s, &key2, &kek))
+                    .await
+                    .map_err(fail);
+            }
+            _ => return Err(fail(Error::unsupported("this wrapping spec"))),
         };
         if password.expose().is_empty() {
             return Err(fail(Error::invalid_input("the export password is empty")));
@@ -1117,10 +1355,15 @@ impl Backend for Pkcs11Backend {
         spec: &ImportSpec,
     ) -> Result<KeyInfo> {
         let fail = in_op(Operation::ImportWrapped, Some(name));
-        let WrappingSpec::Password(password) = unwrap_with else {
-            return Err(fail(Error::unsupported(
-                "unwrapping with another key of the token; use WrappingSpec::Password",
-            )));
+        let password = match unwrap_with {
+            WrappingSpec::Password(password) => password,
+            WrappingSpec::Key(kek) => {
+                return self
+                    .import_under(name, wrapped, kek, spec)
+                    .await
+                    .map_err(fail);
+            }
+            _ => return Err(fail(Error::unsupported("this wrapping spec"))),
         };
         if wrapped.format != WrapFormat::EncryptedPkcs8 {
             return Err(fail(Error::unsupported(format!(

@@ -683,6 +683,82 @@ pub(crate) fn import_templates(
     Ok((Some(public), key))
 }
 
+/// Templates of a key unwrapped on the token (`C_UnwrapKey`): the private or secret key's (the
+/// key material comes from the wrapped bytes) and, for asymmetric keys, the public key's, built
+/// from `public_spki` (SubjectPublicKeyInfo DER) because the token cannot derive it.
+pub(crate) fn unwrap_templates(
+    name: &KeyName,
+    id: &[u8],
+    algorithm: KeyAlgorithm,
+    usages: KeyUsages,
+    exportable: bool,
+    public_spki: Option<&[u8]>,
+) -> Result<(Option<Vec<Attribute>>, Vec<Attribute>)> {
+    let made = templates(name, id, algorithm, usages, exportable)?;
+    let strip = |t: Vec<Attribute>| -> Vec<Attribute> {
+        t.into_iter()
+            .filter(|a| {
+                !matches!(
+                    a,
+                    Attribute::ValueLen(_)
+                        | Attribute::ModulusBits(_)
+                        | Attribute::PublicExponent(_)
+                )
+            })
+            .collect()
+    };
+    if algorithm.is_symmetric() {
+        let mut key = strip(made.key);
+        key.extend([
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+        ]);
+        return Ok((None, key));
+    }
+    let spki_der = public_spki.ok_or_else(|| {
+        Error::invalid_input(format!(
+            "a wrapped {algorithm} key needs its public key (WrappedKey::public_key) to be \
+             unwrapped on a PKCS#11 token"
+        ))
+    })?;
+    let public_key = PublicKey::from_der(spki_der)?;
+    if public_key.algorithm() != algorithm {
+        return Err(Error::invalid_input(format!(
+            "the wrapped key's public key is a {} key, the wrapped key a {algorithm} key",
+            public_key.algorithm()
+        )));
+    }
+    let spki = spki::SubjectPublicKeyInfoRef::from_der(spki_der)
+        .map_err(|e| Error::invalid_input(format!("malformed public key: {e}")))?;
+    let bits = spki.subject_public_key.raw_bytes();
+    let mut public = strip(made.public.unwrap_or_default());
+    let mut key = strip(made.key);
+    public.push(Attribute::Class(ObjectClass::PUBLIC_KEY));
+    key.push(Attribute::Class(ObjectClass::PRIVATE_KEY));
+    if algorithm.is_rsa() {
+        let rsa = pkcs1::RsaPublicKey::<der::asn1::UintRef<'_>>::from_der(bits)
+            .map_err(|e| Error::invalid_input(format!("malformed RSA public key: {e}")))?;
+        public.extend([
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Modulus(rsa.modulus.as_bytes().to_vec()),
+            Attribute::PublicExponent(rsa.public_exponent.as_bytes().to_vec()),
+        ]);
+        key.push(Attribute::KeyType(KeyType::RSA));
+        return Ok((Some(public), key));
+    }
+    let key_type = if algorithm == KeyAlgorithm::Ed25519 {
+        KeyType::EC_EDWARDS
+    } else {
+        KeyType::EC
+    };
+    let point = OctetString::new(bits.to_vec())
+        .and_then(|o| o.to_der())
+        .map_err(|e| Error::invalid_input(format!("malformed EC point: {e}")))?;
+    public.extend([Attribute::KeyType(key_type), Attribute::EcPoint(point)]);
+    key.push(Attribute::KeyType(key_type));
+    Ok((Some(public), key))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test assertions")]
