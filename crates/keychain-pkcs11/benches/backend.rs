@@ -4,7 +4,8 @@
 //! `KEYCHAIN_TEST_PKCS11_MODULE` / `_TOKEN` / `_PIN`). Rows: ECDSA P-256 and RSA-2048 PKCS#1 v1.5
 //! signatures of a SHA-256 digest through the backend (1 and 2 concurrent tasks on a 2-worker
 //! runtime) against a bare `cryptoki` loop with one session per OS thread (1 and 2 threads) on
-//! the same key objects; and opening a second backend on a module another backend holds (the
+//! the same key objects; P-256 once more through a backend with `inline-calls = true` (no thread
+//! hand-off per call); and opening a second backend on a module another backend holds (the
 //! shared context) against the 1 ms target. Output: a
 //! Markdown table on stdout (`ratio = keychain / baseline`, higher is better).
 
@@ -152,8 +153,14 @@ async fn run(token: Token) {
     println!("### keychain-pkcs11 (SoftHSM 2.6 token)\n");
     println!("| operation | keychain | baseline (bare cryptoki) | ratio |");
     println!("|---|---:|---:|---:|");
-    for (alg, scheme, mechanism, input, what) in [
+    // The second backend runs its calls inline (`inline-calls`), for the rows that show what
+    // the default's thread hand-off (`block_in_place`) costs.
+    let mut inline_config = config(&token);
+    inline_config.inline_calls = true;
+    let inline = Arc::new(Pkcs11Backend::open(inline_config).await.unwrap());
+    let cases = [
         (
+            &backend,
             KeyAlgorithm::EcP256,
             SignatureScheme::Ecdsa(HashAlg::Sha256),
             (|| Mechanism::Ecdsa) as fn() -> Mechanism<'static>,
@@ -161,13 +168,23 @@ async fn run(token: Token) {
             "sign ECDSA P-256 (SHA-256 digest)",
         ),
         (
+            &backend,
             KeyAlgorithm::Rsa2048,
             SignatureScheme::RsaPkcs1v15(HashAlg::Sha256),
             || Mechanism::RsaPkcs,
             rsa_input.clone(),
             "sign RSA-2048 PKCS#1 v1.5 (SHA-256 digest)",
         ),
-    ] {
+        (
+            &inline,
+            KeyAlgorithm::EcP256,
+            SignatureScheme::Ecdsa(HashAlg::Sha256),
+            || Mechanism::Ecdsa,
+            digest.clone(),
+            "sign ECDSA P-256 (SHA-256 digest), inline-calls = true",
+        ),
+    ];
+    for (backend, alg, scheme, mechanism, input, what) in cases {
         let name = KeyName::new(format!("{tag}-{}", alg.as_str())).unwrap();
         backend
             .generate_key(&name, &KeySpec::new(alg))
@@ -175,7 +192,7 @@ async fn run(token: Token) {
             .unwrap();
         let k: Op = {
             let (b, key, digest) = (
-                Arc::clone(&backend),
+                Arc::clone(backend),
                 KeyRef::from(&name),
                 Arc::<[u8]>::from(digest.clone()),
             );
@@ -237,5 +254,6 @@ async fn run(token: Token) {
         target.as_secs_f64() / keychain_open.as_secs_f64()
     );
     println!();
+    inline.close().await.unwrap();
     backend.close().await.unwrap();
 }

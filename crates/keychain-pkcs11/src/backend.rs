@@ -381,7 +381,7 @@ impl Pkcs11Backend {
         let pin = info.login_required().then_some(pin);
         let mut capabilities = capabilities(&ctx, slot, info.rng())?;
         let lock = token_lock(&module, slot.id());
-        let pool = Arc::new(Pool::new(ctx, slot, pin, max, lock));
+        let pool = Arc::new(Pool::new(ctx, slot, pin, max, lock, config.inline_calls));
         pool.login_now()?;
         let rsa = capabilities.algorithms.iter().any(|a| a.is_rsa());
         if rsa

@@ -19,6 +19,7 @@ pub const DEFAULT_MAX_SESSIONS: usize = 16;
 /// shared-context = true                 # share one initialized module per process
 /// max-certificates = 32                 # certificates keychain may store on the token
 /// so-pin = { env = "HSM_SO_PIN" }       # only for TokenAdmin (optional)
+/// inline-calls = false                  # true only for a local software token (see below)
 /// ```
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -49,6 +50,12 @@ pub struct Config {
     /// The Security Officer PIN, for [`crate::TokenAdmin`] only; the backend itself never logs
     /// in as SO. Default: none.
     pub so_pin: Option<SecretSource>,
+    /// Run each PKCS#11 call on the calling task's thread, blocking it for the call, instead of
+    /// handing the thread's other tasks elsewhere first (`block_in_place`). Only for a local
+    /// software token whose calls take microseconds (SoftHSM): there it saves a thread hand-off
+    /// per call, which on a small machine costs as much as the signature. Never for network or
+    /// USB HSMs, whose calls can take seconds and would stall the runtime. Default: false.
+    pub inline_calls: bool,
 }
 
 impl Default for Config {
@@ -63,6 +70,7 @@ impl Default for Config {
             max_certificates: None,
             export_kdf: Kdf::default(),
             so_pin: None,
+            inline_calls: false,
         }
     }
 }

@@ -45,6 +45,8 @@ pub(crate) struct Pool {
     slot: Slot,
     pin: Option<SecretString>,
     max: usize,
+    /// Calls run on the caller's thread as they are (`Config::inline_calls`).
+    inline: bool,
     idle: Mutex<Vec<Session>>,
     permits: Arc<Semaphore>,
     /// Shared with every pool of this process on the same token (see `module::token_lock`).
@@ -90,12 +92,14 @@ impl Pool {
         pin: Option<SecretString>,
         max: usize,
         token_lock: Arc<RwLock<()>>,
+        inline: bool,
     ) -> Self {
         Self {
             ctx,
             slot,
             pin,
             max,
+            inline,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(max)),
             token_lock,
@@ -186,6 +190,9 @@ impl Pool {
                 pool.run_blocking(f)
             }
         };
+        if self.inline {
+            return work();
+        }
         // block_in_place panics on a current-thread runtime; there the blocking pool it is.
         if Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread) {
             return tokio::task::block_in_place(work);
