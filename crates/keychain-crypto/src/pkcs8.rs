@@ -5,7 +5,8 @@
 use der::asn1::{ObjectIdentifier, OctetStringRef};
 use der::{Decode as _, Encode as _};
 use keychain_core::{
-    Error, ErrorKind, KeyAlgorithm, KeyMaterial, Result, SecretBytes, identify_key_algorithm,
+    Error, ErrorKind, KeyAlgorithm, KeyMaterial, Result, SecretBytes, WrapFormat, WrappedKey,
+    identify_key_algorithm,
 };
 use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 use spki::AlgorithmIdentifierRef;
@@ -316,6 +317,37 @@ pub fn decrypt(data: &[u8], password: &[u8]) -> Result<SecretBytes> {
         )
     })?;
     Ok(SecretBytes::from_slice(doc.as_bytes()))
+}
+
+/// The key in a password export (`WrapFormat::EncryptedPkcs8`, what every backend's
+/// `export_wrapped` with `WrappingSpec::Password` makes), checked to be `want` — the importer's
+/// `ImportSpec::algorithm` — or else the algorithm the `WrappedKey` names. Runs the PBES2 KDF:
+/// call it off the async executor.
+///
+/// # Errors
+/// `Unsupported` for another format; `Unauthenticated` for a wrong password; `Integrity` for a
+/// document that does not parse; `InvalidInput` for a key of another algorithm.
+pub fn open_password_export(
+    wrapped: &WrappedKey,
+    password: &[u8],
+    want: Option<KeyAlgorithm>,
+) -> Result<Plain> {
+    if wrapped.format != WrapFormat::EncryptedPkcs8 {
+        return Err(Error::unsupported(format!(
+            "wrapped key format {:?} with a password",
+            wrapped.format
+        )));
+    }
+    let der = decrypt(&wrapped.bytes, password)?;
+    let plain = inspect(der.expose())?;
+    let want = want.unwrap_or(wrapped.algorithm);
+    if plain.algorithm != want {
+        return Err(Error::invalid_input(format!(
+            "the wrapped key is a {} key, expected {want}",
+            plain.algorithm
+        )));
+    }
+    Ok(plain)
 }
 
 /// Reads PKCS#8 given for import: PEM or DER, encrypted or not.

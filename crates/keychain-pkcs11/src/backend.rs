@@ -916,64 +916,28 @@ impl Pkcs11Backend {
     }
 
     /// Imports `plain` as the new key `name` (shared by `import_key` and `import_wrapped`).
-    /// `import_wrapped` with `WrappingSpec::Key`.
-    async fn import_under(
+    /// Makes version 1 of a new key `name` with `make`, which runs with the token to itself
+    /// within the process: the algorithm checked against the token, the usages against the
+    /// algorithm, the name refused if a key has it (leftover objects of a half-made key under it
+    /// are removed first).
+    async fn create_fresh<F>(
         &self,
         name: &KeyName,
-        wrapped: &WrappedKey,
-        kek: &KeyRef,
+        algorithm: KeyAlgorithm,
         spec: &ImportSpec,
-    ) -> Result<KeyInfo> {
-        if wrapped.format != WrapFormat::AesKeyWrapPad {
-            return Err(Error::invalid_input(format!(
-                "a key wrapped as {:?} does not unwrap under a token key (AES key wrap with \
-                 padding)",
-                wrapped.format
-            )));
-        }
-        let algorithm = spec.algorithm.unwrap_or(wrapped.algorithm);
-        if algorithm != wrapped.algorithm {
-            return Err(Error::invalid_input(format!(
-                "the wrapped key is a {} key, expected {algorithm}",
-                wrapped.algorithm
-            )));
-        }
-        if !self.inner.capabilities.supports_algorithm(algorithm) {
-            return Err(Error::unsupported(format!(
-                "this token does not offer {algorithm} keys"
-            )));
-        }
-        let key_spec = KeySpec::new(algorithm).with_usages(spec.usages);
-        key_spec.validate()?;
-        let (usages, exportable) = (key_spec.effective_usages(), spec.exportable);
-        let inner = Arc::clone(&self.inner);
-        let (name2, wrapped, kek) = (name.clone(), wrapped.clone(), kek.clone());
-        self.inner
-            .pool
-            .run_exclusive(move |s| {
-                if objects::load(s, &name2)?.is_some() {
-                    return Err(Error::new(
-                        ErrorKind::AlreadyExists,
-                        format!("a key named {name2} exists"),
-                    ));
-                }
-                for (h, _, _) in objects::objects_of(s, &name2)? {
-                    s.destroy_object(h).map_err(map)?;
-                }
-                Ok(inner
-                    .unwrap_under(s, &name2, &wrapped, &kek, usages, exportable)?
-                    .info())
-            })
-            .await
-    }
-
-    async fn import_plain(
-        &self,
-        name: &KeyName,
-        plain: keychain_crypto::pkcs8::Plain,
-        spec: &ImportSpec,
-    ) -> Result<KeyInfo> {
-        let algorithm = plain.algorithm;
+        make: F,
+    ) -> Result<KeyInfo>
+    where
+        F: FnOnce(
+                &Inner,
+                &Session,
+                &KeyName,
+                keychain_core::KeyUsages,
+                bool,
+            ) -> Result<Arc<KeyEntry>>
+            + Send
+            + 'static,
+    {
         if !self.inner.capabilities.supports_algorithm(algorithm) {
             return Err(Error::unsupported(format!(
                 "this token does not offer {algorithm} keys"
@@ -996,9 +960,61 @@ impl Pkcs11Backend {
                 for (h, _, _) in objects::objects_of(s, &name2)? {
                     s.destroy_object(h).map_err(map)?;
                 }
-                Ok(inner.import(s, &name2, &plain, usages, exportable)?.info())
+                Ok(make(&inner, s, &name2, usages, exportable)?.info())
             })
             .await
+    }
+
+    /// `import_wrapped` with `WrappingSpec::Key`.
+    async fn import_under(
+        &self,
+        name: &KeyName,
+        wrapped: &WrappedKey,
+        kek: &KeyRef,
+        spec: &ImportSpec,
+    ) -> Result<KeyInfo> {
+        if wrapped.format != WrapFormat::AesKeyWrapPad {
+            return Err(Error::invalid_input(format!(
+                "a key wrapped as {:?} does not unwrap under a token key (AES key wrap with \
+                 padding)",
+                wrapped.format
+            )));
+        }
+        let algorithm = spec.algorithm.unwrap_or(wrapped.algorithm);
+        if algorithm != wrapped.algorithm {
+            return Err(Error::invalid_input(format!(
+                "the wrapped key is a {} key, expected {algorithm}",
+                wrapped.algorithm
+            )));
+        }
+        let (wrapped, kek) = (wrapped.clone(), kek.clone());
+        self.create_fresh(
+            name,
+            algorithm,
+            spec,
+            move |inner, s, name, usages, exportable| {
+                inner.unwrap_under(s, name, &wrapped, &kek, usages, exportable)
+            },
+        )
+        .await
+    }
+
+    async fn import_plain(
+        &self,
+        name: &KeyName,
+        plain: keychain_crypto::pkcs8::Plain,
+        spec: &ImportSpec,
+    ) -> Result<KeyInfo> {
+        let algorithm = plain.algorithm;
+        self.create_fresh(
+            name,
+            algorithm,
+            spec,
+            move |inner, s, name, usages, exportable| {
+                inner.import(s, name, &plain, usages, exportable)
+            },
+        )
+        .await
     }
 }
 
@@ -1365,28 +1381,14 @@ impl Backend for Pkcs11Backend {
             }
             _ => return Err(fail(Error::unsupported("this wrapping spec"))),
         };
-        if wrapped.format != WrapFormat::EncryptedPkcs8 {
-            return Err(fail(Error::unsupported(format!(
-                "wrapped key format {:?}",
-                wrapped.format
-            ))));
-        }
-        let (data, pw) = (wrapped.bytes.clone(), password.duplicate());
-        let der = tokio::task::spawn_blocking(move || {
-            keychain_crypto::pkcs8::decrypt(&data, pw.expose().as_bytes())
+        let (wrapped2, pw, want) = (wrapped.clone(), password.duplicate(), spec.algorithm);
+        let plain = tokio::task::spawn_blocking(move || {
+            keychain_crypto::pkcs8::open_password_export(&wrapped2, pw.expose().as_bytes(), want)
         })
         .await
         .map_err(|e| Error::new(ErrorKind::Unexpected, format!("import task failed: {e}")))
         .map_err(&fail)?
         .map_err(&fail)?;
-        let plain = keychain_crypto::pkcs8::inspect(der.expose()).map_err(&fail)?;
-        let want = spec.algorithm.unwrap_or(wrapped.algorithm);
-        if plain.algorithm != want {
-            return Err(fail(Error::invalid_input(format!(
-                "the wrapped key is a {} key, expected {want}",
-                plain.algorithm
-            ))));
-        }
         self.import_plain(name, plain, spec).await.map_err(fail)
     }
 

@@ -559,6 +559,20 @@ pub(crate) fn scrub(attrs: &mut [Attribute]) {
     }
 }
 
+/// A generation template without what only key generation takes (the key's size, RSA's public
+/// exponent): what creating or unwrapping a key with the same attributes needs.
+fn generation_only_removed(template: Vec<Attribute>) -> Vec<Attribute> {
+    template
+        .into_iter()
+        .filter(|a| {
+            !matches!(
+                a,
+                Attribute::ValueLen(_) | Attribute::ModulusBits(_) | Attribute::PublicExponent(_)
+            )
+        })
+        .collect()
+}
+
 /// Templates (`C_CreateObject`) of an imported key: `material` is the PKCS#8 DER of an
 /// asymmetric key or the raw AES key (see `keychain_crypto::pkcs8::Plain`). Returns the public
 /// key's template (asymmetric keys) and the private or secret key's.
@@ -572,18 +586,7 @@ pub(crate) fn import_templates(
 ) -> Result<(Option<Vec<Attribute>>, Vec<Attribute>)> {
     let made = templates(name, id, algorithm, usages, exportable)?;
     // The generation templates minus what only generation takes; plus class, type and the key.
-    let strip = |t: Vec<Attribute>| -> Vec<Attribute> {
-        t.into_iter()
-            .filter(|a| {
-                !matches!(
-                    a,
-                    Attribute::ValueLen(_)
-                        | Attribute::ModulusBits(_)
-                        | Attribute::PublicExponent(_)
-                )
-            })
-            .collect()
-    };
+    let strip = generation_only_removed;
     fn bad(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> Error {
         move |e| Error::invalid_input(format!("malformed {what}: {e}"))
     }
@@ -695,18 +698,7 @@ pub(crate) fn unwrap_templates(
     public_spki: Option<&[u8]>,
 ) -> Result<(Option<Vec<Attribute>>, Vec<Attribute>)> {
     let made = templates(name, id, algorithm, usages, exportable)?;
-    let strip = |t: Vec<Attribute>| -> Vec<Attribute> {
-        t.into_iter()
-            .filter(|a| {
-                !matches!(
-                    a,
-                    Attribute::ValueLen(_)
-                        | Attribute::ModulusBits(_)
-                        | Attribute::PublicExponent(_)
-                )
-            })
-            .collect()
-    };
+    let strip = generation_only_removed;
     if algorithm.is_symmetric() {
         let mut key = strip(made.key);
         key.extend([

@@ -836,21 +836,12 @@ impl Backend for Pkcs8Backend {
                     "unwrapping with another key; use WrappingSpec::Password",
                 ));
             };
-            if wrapped.format != WrapFormat::EncryptedPkcs8 {
-                return Err(Error::unsupported(format!(
-                    "wrapped key format {:?}",
-                    wrapped.format
-                )));
-            }
-            let data = wrapped.bytes.clone();
-            let pw = password.duplicate();
-            let der =
-                tokio::task::spawn_blocking(move || format::decrypt(&data, pw.expose().as_bytes()))
-                    .await
-                    .map_err(|e| {
-                        Error::new(ErrorKind::Unexpected, format!("import task failed: {e}"))
-                    })??;
-            let plain = format::inspect(der.expose())?;
+            let (w, pw, want) = (wrapped.clone(), password.duplicate(), spec.algorithm);
+            let plain = tokio::task::spawn_blocking(move || {
+                format::open_password_export(&w, pw.expose().as_bytes(), want)
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("import task failed: {e}")))??;
             let material = if plain.algorithm.is_symmetric() {
                 KeyMaterial::Symmetric(plain.material)
             } else {

@@ -1224,27 +1224,13 @@ impl Backend for TransitBackend {
                 "unwrapping with another key; Transit imports with WrappingSpec::Password",
             )));
         };
-        if wrapped.format != WrapFormat::EncryptedPkcs8 {
-            return Err(err(Error::unsupported(format!(
-                "wrapped key format {:?}",
-                wrapped.format
-            ))));
-        }
-        let (data, pw) = (wrapped.bytes.clone(), password.duplicate());
-        let der = tokio::task::spawn_blocking(move || {
-            keychain_crypto::pkcs8::decrypt(&data, pw.expose().as_bytes())
+        let (wrapped2, pw, want) = (wrapped.clone(), password.duplicate(), spec.algorithm);
+        let plain = tokio::task::spawn_blocking(move || {
+            keychain_crypto::pkcs8::open_password_export(&wrapped2, pw.expose().as_bytes(), want)
         })
         .await
         .map_err(|e| err(unexpected(format!("import task failed: {e}"))))?
         .map_err(err)?;
-        let plain = keychain_crypto::pkcs8::inspect(der.expose()).map_err(err)?;
-        let want = spec.algorithm.unwrap_or(wrapped.algorithm);
-        if plain.algorithm != want {
-            return Err(err(Error::invalid_input(format!(
-                "the wrapped key is a {} key, expected {want}",
-                plain.algorithm
-            ))));
-        }
         self.import_inner(name, plain, spec).await.map_err(err)
     }
 
