@@ -612,9 +612,8 @@ impl Inner {
         result
     }
 
-    /// The PKCS#8 DER of an extractable key (AES keys in keychain's PKCS#8 envelope), checked
-    /// to be the key's algorithm.
-    fn extract_pkcs8(&self, s: &Session, key: &KeyRef) -> Result<(KeyAlgorithm, SecretBytes)> {
+    /// The key as read from the token, if it was created exportable (`PermissionDenied` if not).
+    fn exportable(&self, s: &Session, key: &KeyRef) -> Result<Arc<KeyEntry>> {
         let entry = self.reload(s, key.name())?;
         if !entry.exportable {
             return Err(Error::new(
@@ -622,6 +621,13 @@ impl Inner {
                 "the key was not created exportable (CKA_EXTRACTABLE is false)",
             ));
         }
+        Ok(entry)
+    }
+
+    /// The PKCS#8 DER of an extractable key (AES keys in keychain's PKCS#8 envelope), checked
+    /// to be the key's algorithm.
+    fn extract_pkcs8(&self, s: &Session, key: &KeyRef) -> Result<(KeyAlgorithm, SecretBytes)> {
+        let entry = self.exportable(s, key)?;
         let version = entry.version(key.version())?;
         let material = trim_padding(
             Self::extract(s, version.key)?,
@@ -662,13 +668,7 @@ impl Inner {
     /// `export_wrapped` under a key of the token: `C_WrapKey` with `CKM_AES_KEY_WRAP_PAD`; the
     /// key never leaves the token in the clear. Asymmetric keys carry their public key.
     fn wrap_under(&self, s: &Session, key: &KeyRef, kek: &KeyRef) -> Result<WrappedKey> {
-        let entry = self.reload(s, key.name())?;
-        if !entry.exportable {
-            return Err(Error::new(
-                ErrorKind::PermissionDenied,
-                "the key was not created exportable (CKA_EXTRACTABLE is false)",
-            ));
-        }
+        let entry = self.exportable(s, key)?;
         let version = entry.version(key.version())?;
         let wrapping = self.kek(s, kek)?;
         let bytes = s
