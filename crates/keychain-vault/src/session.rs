@@ -50,8 +50,16 @@ pub(crate) struct Current {
     token: Zeroizing<String>,
     /// `None`: the token does not expire, or cannot be renewed.
     renew_at: Option<Instant>,
-    /// The TTL the last login or renewal granted, in seconds.
+    /// The TTL the last login granted (for a configured token: its TTL at open), in seconds.
+    /// A renewal that grants less than half of it means the token nears its max TTL.
     lease: u64,
+    /// When the token expires, as of the last login or renewal; `None` when unknown or never.
+    expires_at: Option<Instant>,
+}
+
+/// When a token granted `ttl_secs` now expires.
+fn expiry(ttl_secs: u64) -> Option<Instant> {
+    (ttl_secs > 0).then(|| Instant::now() + Duration::from_secs(ttl_secs))
 }
 
 pub(crate) struct Session {
@@ -222,6 +230,7 @@ impl Session {
                     token: Zeroizing::new(token.expose().to_owned()),
                     renew_at,
                     lease,
+                    expires_at: expiry(lease),
                 }
             }
             _ => Self::log_in(&settings, &login).await.map_err(open_err)?,
@@ -287,6 +296,7 @@ impl Session {
             token,
             renew_at: renew_time(auth.lease_duration),
             lease: auth.lease_duration,
+            expires_at: expiry(auth.lease_duration),
         })
     }
 
@@ -314,41 +324,50 @@ impl Session {
     }
 
     /// Renews the token. With a login method, logs in again when the server refuses the
-    /// renewal or grants less than half the previous TTL (the token nears its max TTL), and
-    /// revokes the replaced token. An unreachable server, or a login that fails, keeps the
+    /// renewal, grants less than half the TTL of the last login (the token nears its max TTL),
+    /// or cannot be reached while the token would expire before the next try; the replaced
+    /// token is revoked. Otherwise an unreachable server, or a login that fails, keeps the
     /// token and tries again 5 s later. A static token that cannot be renewed is used until the
     /// server refuses it.
     async fn renew(&self, current: &Current) -> Result<Current> {
-        let keep = |renew_at: Option<Instant>, lease: u64| -> Result<Current> {
+        let keep = |renew_at: Option<Instant>, expires_at: Option<Instant>| -> Result<Current> {
             Ok(Current {
                 client: self.settings.client(&current.token)?,
                 token: current.token.clone(),
                 renew_at,
-                lease,
+                lease: current.lease,
+                expires_at,
             })
         };
+        let retry_at = Instant::now() + RETRY_RENEWAL;
         let renewed = vaultrs::token::renew_self(&current.client, None).await;
         match renewed {
             Ok(auth) if matches!(self.login, Login::Token(_)) => {
-                return keep(renew_time(auth.lease_duration), auth.lease_duration);
+                return keep(renew_time(auth.lease_duration), expiry(auth.lease_duration));
             }
             Ok(auth) if auth.lease_duration.saturating_mul(2) >= current.lease => {
-                return keep(renew_time(auth.lease_duration), auth.lease_duration);
+                return keep(renew_time(auth.lease_duration), expiry(auth.lease_duration));
             }
-            // Less than half the previous TTL: the token nears its max TTL.
+            // Less than half the login's TTL: the token nears its max TTL.
             Ok(_) => {}
             Err(e) => {
                 let e = map(e);
-                if e.retryable() {
-                    return keep(Some(Instant::now() + RETRY_RENEWAL), current.lease);
-                }
+                let lasts = current.expires_at.is_none_or(|at| at > retry_at);
                 if matches!(self.login, Login::Token(_)) {
+                    if e.retryable() {
+                        return keep(Some(retry_at), current.expires_at);
+                    }
                     tracing::warn!(
                         target: "keychain::vault",
                         error = %e,
                         "the Vault token could not be renewed; using it until it expires"
                     );
-                    return keep(None, current.lease);
+                    return keep(None, current.expires_at);
+                }
+                // A login method: keep the token only if it outlives the next try (OpenBao
+                // answers 500 to renewing a token in its last moment).
+                if e.retryable() && lasts {
+                    return keep(Some(retry_at), current.expires_at);
                 }
             }
         }
@@ -368,7 +387,7 @@ impl Session {
                         "logging in again failed; using the current token while it lasts"
                     );
                 }
-                keep(Some(Instant::now() + RETRY_RENEWAL), current.lease)
+                keep(Some(retry_at), current.expires_at)
             }
         }
     }

@@ -863,3 +863,66 @@ async fn a_wrong_mount_is_a_configuration_error() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert_eq!(b.health().await.unwrap().status, HealthStatus::Degraded);
 }
+
+#[tokio::test]
+async fn approle_logs_in_again_past_the_token_max_ttl() {
+    let Some(env) = common::env() else { return };
+    let policy = env.transit_policy();
+    let _ = env.bao(&["auth", "enable", "approle"]);
+    let role = format!("kt-short-{}", common::random_hex(4));
+    // Tokens live 4 s and can be renewed to 8 s at most: a backend that only renewed would
+    // be refused after 8 s.
+    env.bao(&[
+        "write",
+        &format!("auth/approle/role/{role}"),
+        &format!("token_policies={policy}"),
+        "token_ttl=4s",
+        "token_max_ttl=8s",
+    ])
+    .unwrap();
+    let role_id = env
+        .bao(&[
+            "read",
+            "-field=role_id",
+            &format!("auth/approle/role/{role}/role-id"),
+        ])
+        .unwrap();
+    let secret_id = env
+        .bao(&[
+            "write",
+            "-f",
+            "-field=secret_id",
+            &format!("auth/approle/role/{role}/secret-id"),
+        ])
+        .unwrap();
+    let b = TransitBackend::open(
+        Config::new(&env.addr, SecretSource::value("unused"))
+            .with_key_prefix(common::prefix())
+            .with_auth(Auth::AppRole {
+                role_id: SecretSource::value(role_id.trim()),
+                secret_id: SecretSource::value(secret_id.trim()),
+                mount: "approle".into(),
+            }),
+    )
+    .await
+    .unwrap();
+    let name = env.name("relogin");
+    b.generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut signed = 0u32;
+    while start.elapsed() < Duration::from_secs(20) {
+        let sig = b
+            .sign_message(&KeyRef::from(&name), b"past max ttl")
+            .await
+            .unwrap_or_else(|e| panic!("after {:?}: {e}", start.elapsed()));
+        assert!(!sig.as_bytes().is_empty());
+        signed += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Well past two max TTLs, every call worked: the backend logged in again.
+    assert!(signed > 40, "{signed} signatures in 20 s");
+    b.delete_key(&name).await.unwrap();
+    b.close().await.unwrap();
+}
