@@ -423,47 +423,50 @@ async fn short_lived_tokens_are_renewed() {
     b.delete_key(&name).await.unwrap();
 }
 
-#[tokio::test]
-async fn approle_login_and_refused_secret_id() {
-    let Some(env) = common::env() else { return };
+/// A new AppRole role with the Transit policy and `settings` (`token_ttl=...`); its role id and
+/// a fresh secret id.
+fn approle(env: &common::Env, settings: &[&str]) -> (String, String) {
     let policy = env.transit_policy();
     // Idempotent across test runs on one server: enabling twice fails, which is fine.
     let _ = env.bao(&["auth", "enable", "approle"]);
     let role = format!("kt-{}", common::random_hex(4));
-    env.bao(&[
-        "write",
-        &format!("auth/approle/role/{role}"),
-        &format!("token_policies={policy}"),
-        "token_ttl=10m",
-    ])
-    .unwrap();
+    let path = format!("auth/approle/role/{role}");
+    let mut args = vec![
+        "write".to_owned(),
+        path.clone(),
+        format!("token_policies={policy}"),
+    ];
+    args.extend(settings.iter().map(|s| (*s).to_owned()));
+    env.bao(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .unwrap();
     let role_id = env
-        .bao(&[
-            "read",
-            "-field=role_id",
-            &format!("auth/approle/role/{role}/role-id"),
-        ])
+        .bao(&["read", "-field=role_id", &format!("{path}/role-id")])
         .unwrap();
     let secret_id = env
         .bao(&[
             "write",
             "-f",
             "-field=secret_id",
-            &format!("auth/approle/role/{role}/secret-id"),
+            &format!("{path}/secret-id"),
         ])
         .unwrap();
+    (role_id.trim().to_owned(), secret_id.trim().to_owned())
+}
+
+#[tokio::test]
+async fn approle_login_and_refused_secret_id() {
+    let Some(env) = common::env() else { return };
+    let (role_id, secret_id) = approle(&env, &["token_ttl=10m"]);
     let config = |secret: &str| {
         Config::new(&env.addr, SecretSource::value("unused"))
             .with_key_prefix(common::prefix())
             .with_auth(Auth::AppRole {
-                role_id: SecretSource::value(role_id.trim()),
+                role_id: SecretSource::value(role_id.as_str()),
                 secret_id: SecretSource::value(secret),
                 mount: "approle".into(),
             })
     };
-    let b = TransitBackend::open(config(secret_id.trim()))
-        .await
-        .unwrap();
+    let b = TransitBackend::open(config(&secret_id)).await.unwrap();
     let name = env.name("approle");
     b.generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP384))
         .await
@@ -484,7 +487,7 @@ async fn approle_login_and_refused_secret_id() {
     for shown in [e.to_string(), format!("{e:?}")] {
         assert!(!shown.contains(wrong), "the secret id sent shows: {shown}");
         assert!(
-            !shown.contains(role_id.trim()),
+            !shown.contains(role_id.as_str()),
             "the role id shows: {shown}"
         );
     }
@@ -867,40 +870,15 @@ async fn a_wrong_mount_is_a_configuration_error() {
 #[tokio::test]
 async fn approle_logs_in_again_past_the_token_max_ttl() {
     let Some(env) = common::env() else { return };
-    let policy = env.transit_policy();
-    let _ = env.bao(&["auth", "enable", "approle"]);
-    let role = format!("kt-short-{}", common::random_hex(4));
     // Tokens live 4 s and can be renewed to 8 s at most: a backend that only renewed would
     // be refused after 8 s.
-    env.bao(&[
-        "write",
-        &format!("auth/approle/role/{role}"),
-        &format!("token_policies={policy}"),
-        "token_ttl=4s",
-        "token_max_ttl=8s",
-    ])
-    .unwrap();
-    let role_id = env
-        .bao(&[
-            "read",
-            "-field=role_id",
-            &format!("auth/approle/role/{role}/role-id"),
-        ])
-        .unwrap();
-    let secret_id = env
-        .bao(&[
-            "write",
-            "-f",
-            "-field=secret_id",
-            &format!("auth/approle/role/{role}/secret-id"),
-        ])
-        .unwrap();
+    let (role_id, secret_id) = approle(&env, &["token_ttl=4s", "token_max_ttl=8s"]);
     let b = TransitBackend::open(
         Config::new(&env.addr, SecretSource::value("unused"))
             .with_key_prefix(common::prefix())
             .with_auth(Auth::AppRole {
-                role_id: SecretSource::value(role_id.trim()),
-                secret_id: SecretSource::value(secret_id.trim()),
+                role_id: SecretSource::value(role_id.as_str()),
+                secret_id: SecretSource::value(secret_id.as_str()),
                 mount: "approle".into(),
             }),
     )
