@@ -46,9 +46,17 @@ impl<'a> AeadCiphertext<'a> {
 
     /// Appends the header for `key_version` and `nonce` to `out`.
     pub fn write_header(out: &mut Vec<u8>, key_version: KeyVersion, nonce: &[u8; NONCE_LEN]) {
-        out.extend_from_slice(&[MAGIC, FORMAT_V2]);
-        out.extend_from_slice(&key_version.to_be_bytes());
-        out.extend_from_slice(nonce);
+        out.extend_from_slice(&Self::header_array(key_version, nonce));
+    }
+
+    /// The header for `key_version` and `nonce`, on the stack.
+    pub fn header_array(key_version: KeyVersion, nonce: &[u8; NONCE_LEN]) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = MAGIC;
+        h[1] = FORMAT_V2;
+        h[2..AUTHENTICATED_LEN].copy_from_slice(&key_version.to_be_bytes());
+        h[AUTHENTICATED_LEN..].copy_from_slice(nonce);
+        h
     }
 
     /// The part of `header` (a whole header, as written or parsed) that is authenticated: the

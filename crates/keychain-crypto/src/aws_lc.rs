@@ -381,6 +381,33 @@ impl AeadKey for GcmKey {
             .map_err(internal("AEAD seal"))
     }
 
+    /// Out of place: the plaintext is read where it is and the ciphertext written straight
+    /// into `out`, so the plaintext is never copied.
+    fn seal_append(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let start = out.len();
+        out.resize(start + plaintext.len() + crate::TAG_LEN, 0);
+        let (ciphertext, tag) = out[start..].split_at_mut(plaintext.len());
+        let sealed = self.0.seal_out_of_place_scatter(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(aad),
+            plaintext,
+            ciphertext,
+            &[],
+            tag,
+        );
+        if sealed.is_err() {
+            out.truncate(start);
+            return Err(Error::new(ErrorKind::Unexpected, "AEAD seal failed"));
+        }
+        Ok(())
+    }
+
     fn open(&self, nonce: &[u8; 12], aad: &[u8], ciphertext_and_tag: &[u8]) -> Result<SecretBytes> {
         let mut buf = ciphertext_and_tag.to_vec();
         let result = self
@@ -467,6 +494,34 @@ mod tests {
         assert!(p.aead_key(KeyAlgorithm::Aes256Gcm, &[0u8; 16]).is_err());
     }
 
+    /// The out-of-place `seal_append` writes exactly what sealing in place writes, after the
+    /// caller's prefix, for every AEAD and for empty, odd and block-multiple lengths.
+    #[test]
+    fn seal_append_matches_in_place_and_keeps_the_prefix() {
+        let p = AwsLcProvider::new();
+        for (alg, len) in [
+            (KeyAlgorithm::Aes128Gcm, 16),
+            (KeyAlgorithm::Aes256Gcm, 32),
+            (KeyAlgorithm::ChaCha20Poly1305, 32),
+        ] {
+            let key = p.aead_key(alg, &vec![9u8; len]).unwrap();
+            let nonce = [3u8; 12];
+            for size in [0usize, 1, 17, 1024] {
+                let plaintext: Vec<u8> = (0..size).map(|i| i as u8).collect();
+                let mut appended = b"HEADER".to_vec();
+                key.seal_append(&nonce, b"aad", &plaintext, &mut appended)
+                    .unwrap();
+                let mut in_place = b"HEADER".to_vec();
+                in_place.extend_from_slice(&plaintext);
+                key.seal_in_place(&nonce, b"aad", &mut in_place, 6).unwrap();
+                assert_eq!(appended, in_place, "{alg} {size}");
+                assert_eq!(&appended[..6], b"HEADER");
+                assert_eq!(appended.len(), 6 + size + crate::TAG_LEN);
+                let opened = key.open(&nonce, b"aad", &appended[6..]).unwrap();
+                assert_eq!(opened.expose(), plaintext.as_slice());
+            }
+        }
+    }
     /// RFC 8439 §2.8.2: the ChaCha20-Poly1305 AEAD test vector.
     #[test]
     fn chacha20_poly1305_rfc8439_vector() {

@@ -379,17 +379,18 @@ impl Pkcs8Backend {
     ) -> Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         self.provider.fill_random(&mut nonce)?;
+        let header = AeadCiphertext::header_array(version, &nonce);
         let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
-        AeadCiphertext::write_header(&mut out, version, &nonce);
+        out.extend_from_slice(&header);
         // The header's first bytes are authenticated as a prefix of the caller's AAD; short
         // AADs (the common case) are assembled on the stack.
         let mut small = [0u8; 64];
         let full_aad: std::borrow::Cow<'_, [u8]> = if AUTHENTICATED_LEN + aad.len() <= small.len() {
-            small[..AUTHENTICATED_LEN].copy_from_slice(&out[..AUTHENTICATED_LEN]);
+            small[..AUTHENTICATED_LEN].copy_from_slice(&header[..AUTHENTICATED_LEN]);
             small[AUTHENTICATED_LEN..AUTHENTICATED_LEN + aad.len()].copy_from_slice(aad);
             std::borrow::Cow::Borrowed(&small[..AUTHENTICATED_LEN + aad.len()])
         } else {
-            AeadCiphertext::full_aad(&out, aad).into()
+            AeadCiphertext::full_aad(&header, aad).into()
         };
         k.seal_append(&nonce, &full_aad, plaintext, &mut out)?;
         Ok(out)
