@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::error::{BACKEND, map};
 use crate::module::{Lease, canonical, token_lock};
 use crate::objects::{self, KeyEntry, VersionEntry};
-use crate::pool::{Pool, rv_in};
+use crate::pool::{Call, Pool, rv_in};
 
 /// The most bytes one [`Backend::random`] call returns.
 pub const MAX_RANDOM: usize = 64 * 1024;
@@ -381,7 +381,7 @@ impl Pkcs11Backend {
         let pin = info.login_required().then_some(pin);
         let mut capabilities = capabilities(&ctx, slot, info.rng())?;
         let lock = token_lock(&module, slot.id());
-        let pool = Arc::new(Pool::new(ctx, slot, pin, max, lock, config.inline_calls));
+        let pool = Arc::new(Pool::new(ctx, slot, pin, max, lock, config.dispatch));
         pool.login_now()?;
         let rsa = capabilities.algorithms.iter().any(|a| a.is_rsa());
         if rsa
@@ -436,6 +436,14 @@ impl Inner {
 
     fn cached(&self, name: &KeyName) -> Option<Arc<KeyEntry>> {
         self.cache().keys.get(name).cloned()
+    }
+
+    /// The dispatch class of an operation with the key `name`: by its algorithm when cached.
+    fn call(&self, name: &KeyName) -> Call {
+        self.cache()
+            .keys
+            .get(name)
+            .map_or(Call::OffThread, |e| Call::Key(e.algorithm))
     }
 
     fn forget(&self, name: &KeyName) {
@@ -902,7 +910,7 @@ impl Pkcs11Backend {
         let (algorithm, der) = self
             .inner
             .pool
-            .run(move |s| inner.extract_pkcs8(s, &key2))
+            .run(Call::OffThread, move |s| inner.extract_pkcs8(s, &key2))
             .await
             .map_err(&fail)?;
         if algorithm.is_symmetric() {
@@ -1060,7 +1068,7 @@ impl Backend for Pkcs11Backend {
         let key2 = key.clone();
         self.inner
             .pool
-            .run(move |s| {
+            .run(Call::Read, move |s| {
                 let entry = inner.reload(s, key2.name())?;
                 entry.version(key2.version())?;
                 Ok(entry.info())
@@ -1073,7 +1081,7 @@ impl Backend for Pkcs11Backend {
         let inner = Arc::clone(&self.inner);
         self.inner
             .pool
-            .run(move |s| {
+            .run(Call::Read, move |s| {
                 let mut out = Vec::new();
                 for name in objects::names(s)? {
                     match inner.reload(s, &name) {
@@ -1133,7 +1141,7 @@ impl Backend for Pkcs11Backend {
         let key2 = key.clone();
         self.inner
             .pool
-            .run(move |s| {
+            .run(inner.call(key2.name()), move |s| {
                 inner.with_key(s, key2.name(), key2.version(), |entry, v| {
                     if entry.algorithm.is_symmetric() {
                         return Err(Error::invalid_input(format!(
@@ -1191,7 +1199,7 @@ impl Backend for Pkcs11Backend {
         let ct = ciphertext.to_vec();
         self.inner
             .pool
-            .run(move |s| {
+            .run(inner.call(key2.name()), move |s| {
                 inner.with_key(s, key2.name(), key2.version(), |entry, v| {
                     if !entry.algorithm.is_rsa() {
                         return Err(Error::invalid_input(format!(
@@ -1217,7 +1225,7 @@ impl Backend for Pkcs11Backend {
         let (plaintext, aad) = (zeroize::Zeroizing::new(plaintext.to_vec()), aad.to_vec());
         self.inner
             .pool
-            .run(move |s| {
+            .run(inner.call(key2.name()), move |s| {
                 inner.with_key(s, key2.name(), key2.version(), |entry, v| {
                     if !entry.algorithm.is_symmetric() {
                         return Err(Error::invalid_input(format!(
@@ -1262,7 +1270,7 @@ impl Backend for Pkcs11Backend {
         let name2 = name.clone();
         self.inner
             .pool
-            .run(move |s| {
+            .run(inner.call(&name2), move |s| {
                 inner.with_key(s, &name2, Some(version), |entry, v| {
                     if !entry.algorithm.is_symmetric() {
                         return Err(Error::invalid_input(format!(
@@ -1328,7 +1336,7 @@ impl Backend for Pkcs11Backend {
                 return self
                     .inner
                     .pool
-                    .run(move |s| inner.wrap_under(s, &key2, &kek))
+                    .run(Call::OffThread, move |s| inner.wrap_under(s, &key2, &kek))
                     .await
                     .map_err(fail);
             }
@@ -1346,7 +1354,7 @@ impl Backend for Pkcs11Backend {
         let (key2, password) = (key.clone(), password.duplicate());
         self.inner
             .pool
-            .run(move |s| {
+            .run(Call::OffThread, move |s| {
                 let (algorithm, der) = inner.extract_pkcs8(s, &key2)?;
                 let bytes = keychain_crypto::pkcs8::encrypt_der(
                     der.expose(),
@@ -1410,7 +1418,7 @@ impl Backend for Pkcs11Backend {
         let n = u32::try_from(len).unwrap_or(u32::MAX);
         self.inner
             .pool
-            .run(move |s| s.generate_random_vec(n).map_err(map))
+            .run(Call::Random, move |s| s.generate_random_vec(n).map_err(map))
             .await
             .map_err(fail)
     }
@@ -1437,7 +1445,8 @@ impl Backend for Pkcs11Backend {
         let mut h = Health::ok()
             .with_detail("token", label)
             .with_detail("slot", slot_id.to_string())
-            .with_detail("sessions", format!("{idle} idle, at most {max}"));
+            .with_detail("sessions", format!("{idle} idle, at most {max}"))
+            .with_detail("dispatch", self.inner.pool.dispatch_summary());
         let pin = if info.user_pin_locked() {
             h.status = HealthStatus::Unavailable;
             Some("locked")
@@ -1480,7 +1489,7 @@ impl CertStore for Pkcs11Backend {
         let name2 = name.clone();
         self.inner
             .pool
-            .run(move |s| certs::chain(s, &name2))
+            .run(Call::Read, move |s| certs::chain(s, &name2))
             .await
             .map_err(in_op(Operation::GetChain, Some(name)))
     }
@@ -1497,7 +1506,7 @@ impl CertStore for Pkcs11Backend {
     async fn list_chains(&self) -> Result<Vec<KeyName>> {
         self.inner
             .pool
-            .run(|s| {
+            .run(Call::Read, |s| {
                 let mut names: Vec<KeyName> =
                     certs::find(s, None)?.into_iter().map(|c| c.name).collect();
                 names.dedup();
@@ -1511,7 +1520,7 @@ impl CertStore for Pkcs11Backend {
         let inner = Arc::clone(&self.inner);
         self.inner
             .pool
-            .run(move |s| {
+            .run(Call::Read, move |s| {
                 let stored = certs::find(s, None)?.len();
                 let free = inner
                     .pool

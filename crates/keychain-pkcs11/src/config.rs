@@ -1,6 +1,7 @@
 //! Configuration of the PKCS#11 backend, from TOML/serde or from an RFC 7512 `pkcs11:` URI.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use keychain_core::{Error, KeyUri, Result, SecretSource};
 use keychain_crypto::pkcs8::Kdf;
@@ -8,6 +9,41 @@ use serde::{Deserialize, Serialize};
 
 /// The default upper bound on open sessions per backend.
 pub const DEFAULT_MAX_SESSIONS: usize = 16;
+
+/// Under [`Dispatch::Adaptive`], a kind of call whose typical (median) duration is less than
+/// this runs on the calling task's thread. 100 µs is the upper end of how long tokio's
+/// guidance lets a task run between two `.await`s.
+pub const INLINE_BELOW: Duration = Duration::from_micros(100);
+
+/// Where the backend runs the module's calls. PKCS#11 calls block: a software token answers in
+/// microseconds, a USB or network HSM can take seconds.
+///
+/// Handing a call to another thread costs a thread wake-up or two. On a small or virtual
+/// machine that costs as much as a software token's signature: on the 2-core build machine,
+/// two tasks signing P-256 on SoftHSM reached 0.79 of a bare `cryptoki` loop off-thread and
+/// 0.96 adaptive (`BENCHMARKS.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Dispatch {
+    /// Each kind of call (signing or decrypting with one key algorithm, reading objects,
+    /// random bytes) is timed. A kind whose typical recent call (a running median, so a few
+    /// outliers do not count) is under [`INLINE_BELOW`] runs on the calling task's thread; the others run off it, as under
+    /// [`Dispatch::OffThread`]. Always off-thread: the first call of each kind, calls that
+    /// create or destroy objects (generate, rotate, delete, import), exports, and any call
+    /// that would have to wait for the token to be free. A kind that gets slow moves off the
+    /// async threads within a few calls and comes back once its calls are fast again. The
+    /// default.
+    #[default]
+    Adaptive,
+    /// Every call off the async worker threads. On a multi-threaded tokio runtime it runs
+    /// through `block_in_place`, which first moves the worker's other tasks to another
+    /// thread; on a current-thread runtime it runs on the blocking pool (`spawn_blocking`).
+    OffThread,
+    /// Every call on the calling task's thread, blocking it for the call. Only for a local
+    /// software token, and even there `Adaptive` does the same for its fast calls.
+    Inline,
+}
 
 /// Configuration for [`crate::Pkcs11Backend::open`].
 ///
@@ -19,7 +55,7 @@ pub const DEFAULT_MAX_SESSIONS: usize = 16;
 /// shared-context = true                 # share one initialized module per process
 /// max-certificates = 32                 # certificates keychain may store on the token
 /// so-pin = { env = "HSM_SO_PIN" }       # only for TokenAdmin (optional)
-/// inline-calls = false                  # true only for a local software token (see below)
+/// dispatch = "adaptive"                 # or "off-thread", "inline" (see `Dispatch`)
 /// ```
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -50,12 +86,8 @@ pub struct Config {
     /// The Security Officer PIN, for [`crate::TokenAdmin`] only; the backend itself never logs
     /// in as SO. Default: none.
     pub so_pin: Option<SecretSource>,
-    /// Run each PKCS#11 call on the calling task's thread, blocking it for the call, instead of
-    /// handing the thread's other tasks elsewhere first (`block_in_place`). Only for a local
-    /// software token whose calls take microseconds (SoftHSM): there it saves a thread hand-off
-    /// per call, which on a small machine costs as much as the signature. Never for network or
-    /// USB HSMs, whose calls can take seconds and would stall the runtime. Default: false.
-    pub inline_calls: bool,
+    /// Where the module's calls run. Default: [`Dispatch::Adaptive`].
+    pub dispatch: Dispatch,
 }
 
 impl Default for Config {
@@ -70,7 +102,7 @@ impl Default for Config {
             max_certificates: None,
             export_kdf: Kdf::default(),
             so_pin: None,
-            inline_calls: false,
+            dispatch: Dispatch::Adaptive,
         }
     }
 }
@@ -123,6 +155,13 @@ impl Config {
     #[must_use]
     pub fn with_max_sessions(mut self, max_sessions: usize) -> Self {
         self.max_sessions = max_sessions;
+        self
+    }
+
+    /// Sets where the module's calls run.
+    #[must_use]
+    pub fn with_dispatch(mut self, dispatch: Dispatch) -> Self {
+        self.dispatch = dispatch;
         self
     }
 
@@ -291,6 +330,17 @@ mod tests {
         assert_eq!(d.slot_id, Some(7));
         assert!(d.shared_context);
         assert_eq!(d.max_sessions, DEFAULT_MAX_SESSIONS);
+        assert_eq!(d.dispatch, Dispatch::Adaptive);
+        for (text, dispatch) in [
+            ("adaptive", Dispatch::Adaptive),
+            ("off-thread", Dispatch::OffThread),
+            ("inline", Dispatch::Inline),
+        ] {
+            let c: Config = toml::from_str(&format!("dispatch = \"{text}\"")).unwrap();
+            assert_eq!(c.dispatch, dispatch);
+        }
+        assert!(toml::from_str::<Config>("dispatch = \"spawn-blocking\"").is_err());
+        assert!(toml::from_str::<Config>("inline-calls = true").is_err());
     }
 
     #[test]

@@ -11,5 +11,5 @@ mod pool;
 
 pub use crate::admin::TokenAdmin;
 pub use crate::backend::{MAX_RANDOM, Pkcs11Backend};
-pub use crate::config::{Config, DEFAULT_MAX_SESSIONS};
+pub use crate::config::{Config, DEFAULT_MAX_SESSIONS, Dispatch, INLINE_BELOW};
 pub use crate::module::shared_leases;
