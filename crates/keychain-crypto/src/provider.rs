@@ -150,3 +150,43 @@ pub fn default_provider() -> Option<Arc<dyn CryptoProvider>> {
         None
     }
 }
+
+/// Checks a provider's `seal_append` against its `seal_in_place` for AES-128/256-GCM and
+/// ChaCha20-Poly1305: the same bytes after the caller's prefix, the prefix untouched, for
+/// empty, odd and block-multiple lengths; and the result opens.
+///
+/// # Panics
+/// When they differ (a test helper).
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test helper")]
+pub(crate) fn assert_seal_append_matches_in_place(provider: &dyn CryptoProvider) {
+    use keychain_core::KeyAlgorithm;
+    for (alg, len) in [
+        (KeyAlgorithm::Aes128Gcm, 16),
+        (KeyAlgorithm::Aes256Gcm, 32),
+        (KeyAlgorithm::ChaCha20Poly1305, 32),
+    ] {
+        let key = provider.aead_key(alg, &vec![9u8; len]).unwrap();
+        assert_one_seal_append(key.as_ref(), alg.as_str());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test helper")]
+fn assert_one_seal_append(key: &dyn AeadKey, what: &str) {
+    let nonce = [3u8; 12];
+    for size in [0usize, 1, 17, 1024] {
+        let plaintext: Vec<u8> = (0..size).map(|i| i as u8).collect();
+        let mut appended = b"HEADER".to_vec();
+        key.seal_append(&nonce, b"aad", &plaintext, &mut appended)
+            .unwrap();
+        let mut in_place = b"HEADER".to_vec();
+        in_place.extend_from_slice(&plaintext);
+        key.seal_in_place(&nonce, b"aad", &mut in_place, 6).unwrap();
+        assert_eq!(appended, in_place, "{what} {size}");
+        assert_eq!(&appended[..6], b"HEADER");
+        assert_eq!(appended.len(), 6 + size + crate::TAG_LEN);
+        let opened = key.open(&nonce, b"aad", &appended[6..]).unwrap();
+        assert_eq!(opened.expose(), plaintext.as_slice());
+    }
+}
