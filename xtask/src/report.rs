@@ -285,8 +285,8 @@ pub(crate) fn benchmarks_md(date: &str, machine: &str, sections: &[String]) -> S
          `ratio = keychain / baseline` (higher is better; 1.0 = no overhead).\n\n",
     );
     doc.push_str(&format!(
-        "- date: {date}\n- machine: {machine}\n- build: cargo's bench profile with thin LTO, keychain and \
-         baseline in the same binary\n\n"
+        "- date: {date}\n- machine: {machine}\n- build: cargo's bench profile with fat LTO and one codegen unit, \
+         keychain and baseline in the same binary\n\n"
     ));
     for s in sections {
         doc.push_str(s.trim_end());

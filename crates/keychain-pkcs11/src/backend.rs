@@ -32,6 +32,10 @@ use crate::pool::{Call, Pool, rv_in};
 /// The most bytes one [`Backend::random`] call returns.
 pub const MAX_RANDOM: usize = 64 * 1024;
 
+/// Under [`crate::Dispatch::Adaptive`], key operations on more bytes than this run off-thread
+/// whatever their class's typical time.
+const INLINE_MAX_INPUT: usize = 64 * 1024;
+
 /// A key store on one PKCS#11 token. See the crate documentation.
 pub struct Pkcs11Backend {
     inner: Arc<Inner>,
@@ -438,8 +442,13 @@ impl Inner {
         self.cache().keys.get(name).cloned()
     }
 
-    /// The dispatch class of an operation with the key `name`: by its algorithm when cached.
-    fn call(&self, name: &KeyName) -> Call {
+    /// The dispatch class of an operation on `len` bytes with the key `name`: by the key's
+    /// algorithm when it is cached; off-thread for a key not cached yet and for large inputs,
+    /// whose time grows with their length (a typical small call says nothing about them).
+    fn call(&self, name: &KeyName, len: usize) -> Call {
+        if len > INLINE_MAX_INPUT {
+            return Call::OffThread;
+        }
         self.cache()
             .keys
             .get(name)
@@ -1081,7 +1090,7 @@ impl Backend for Pkcs11Backend {
         let inner = Arc::clone(&self.inner);
         self.inner
             .pool
-            .run(Call::Read, move |s| {
+            .run(Call::OffThread, move |s| {
                 let mut out = Vec::new();
                 for name in objects::names(s)? {
                     match inner.reload(s, &name) {
@@ -1141,7 +1150,7 @@ impl Backend for Pkcs11Backend {
         let key2 = key.clone();
         self.inner
             .pool
-            .run(inner.call(key2.name()), move |s| {
+            .run(inner.call(key2.name(), data.len()), move |s| {
                 inner.with_key(s, key2.name(), key2.version(), |entry, v| {
                     if entry.algorithm.is_symmetric() {
                         return Err(Error::invalid_input(format!(
@@ -1199,7 +1208,7 @@ impl Backend for Pkcs11Backend {
         let ct = ciphertext.to_vec();
         self.inner
             .pool
-            .run(inner.call(key2.name()), move |s| {
+            .run(inner.call(key2.name(), ct.len()), move |s| {
                 inner.with_key(s, key2.name(), key2.version(), |entry, v| {
                     if !entry.algorithm.is_rsa() {
                         return Err(Error::invalid_input(format!(
@@ -1225,7 +1234,7 @@ impl Backend for Pkcs11Backend {
         let (plaintext, aad) = (zeroize::Zeroizing::new(plaintext.to_vec()), aad.to_vec());
         self.inner
             .pool
-            .run(inner.call(key2.name()), move |s| {
+            .run(inner.call(key2.name(), plaintext.len()), move |s| {
                 inner.with_key(s, key2.name(), key2.version(), |entry, v| {
                     if !entry.algorithm.is_symmetric() {
                         return Err(Error::invalid_input(format!(
@@ -1270,7 +1279,7 @@ impl Backend for Pkcs11Backend {
         let name2 = name.clone();
         self.inner
             .pool
-            .run(inner.call(&name2), move |s| {
+            .run(inner.call(&name2, body.len()), move |s| {
                 inner.with_key(s, &name2, Some(version), |entry, v| {
                     if !entry.algorithm.is_symmetric() {
                         return Err(Error::invalid_input(format!(
@@ -1506,7 +1515,7 @@ impl CertStore for Pkcs11Backend {
     async fn list_chains(&self) -> Result<Vec<KeyName>> {
         self.inner
             .pool
-            .run(Call::Read, |s| {
+            .run(Call::OffThread, |s| {
                 let mut names: Vec<KeyName> =
                     certs::find(s, None)?.into_iter().map(|c| c.name).collect();
                 names.dedup();
@@ -1520,7 +1529,7 @@ impl CertStore for Pkcs11Backend {
         let inner = Arc::clone(&self.inner);
         self.inner
             .pool
-            .run(Call::Read, move |s| {
+            .run(Call::OffThread, move |s| {
                 let stored = certs::find(s, None)?.len();
                 let free = inner
                     .pool

@@ -1,7 +1,7 @@
 //! A bounded pool of logged-in sessions on one token, and where its calls run.
 //!
 //! PKCS#11 calls block, some for a long time (RSA key generation, network HSMs). Under the
-//! default [`Dispatch::Adaptive`] each kind of call is timed, and a kind whose recent calls were
+//! default [`Dispatch::Adaptive`] each kind of call is timed, and a kind whose typical call is
 //! short (under [`INLINE_BELOW`]) runs on the calling task's thread: for a software token that
 //! saves a thread wake-up per call, which costs as much as the call itself. Everything else runs
 //! off the async threads: in place on a multi-threaded runtime (`block_in_place`, which hands
@@ -33,12 +33,13 @@ use crate::error::{BACKEND, SessionFate, map, session_fate};
 pub(crate) enum Call {
     /// Signing, decrypting or AEAD with a key of this algorithm.
     Key(KeyAlgorithm),
-    /// Reading objects and attributes: key info, listings, certificates, capacity.
+    /// Reading one key's or one chain's objects and attributes.
     Read,
     /// Random bytes from the token.
     Random,
     /// Never inline: a key operation whose key is not cached yet (its algorithm unknown; the
-    /// call caches it), exports and wraps.
+    /// call caches it) or whose input is large, listings (their time grows with the token's
+    /// contents), exports and wraps.
     OffThread,
 }
 
@@ -277,8 +278,8 @@ impl Pool {
     }
 
     /// For `health()`: the dispatch, then each class of call that ran, where it runs now and
-    /// its typical duration (a running median), e.g. `adaptive; ec-p256 inline (57 µs), rsa-2048 off-thread
-    /// (612 µs), read inline (9 µs)`.
+    /// its typical duration (a running median), e.g.
+    /// `adaptive; ec-p256 inline (57 µs), rsa-2048 off-thread (612 µs), read inline (9 µs)`.
     pub(crate) fn dispatch_summary(&self) -> String {
         let mode = match self.dispatch {
             Dispatch::Adaptive => "adaptive",
