@@ -1,14 +1,16 @@
 //! `cargo xtask bench`: the software backend side by side with the raw crate underneath it.
 //!
 //! Each row runs the same operation through `Pkcs8Backend` (warm key cache) and directly through
-//! aws-lc-rs on the same key, alternating rounds so both see the same machine state, and reports
-//! the best of ten rounds of each. Output: a Markdown table on stdout (`ratio = keychain / baseline`,
-//! higher is better).
+//! the provider's crate (aws-lc-rs, or the RustCrypto crates) on the same key. A row's rounds are
+//! spread over the whole run: every pass measures every row once, keychain and baseline back to
+//! back (which goes first alternates), and the best round of each side counts. This shared
+//! 2-core machine has busy stretches of several seconds; spread out, a row still gets quiet
+//! rounds on both sides. Output: a Markdown table per provider on stdout
+//! (`ratio = keychain / baseline`, higher is better).
 
 #![allow(clippy::print_stdout, reason = "the bench reports its table on stdout")]
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -24,8 +26,24 @@ use keychain_core::{
 use keychain_crypto::CryptoProvider as _;
 use keychain_pkcs8::{Config, Kdf, Pkcs8Backend};
 
-const ROUND: Duration = Duration::from_millis(200);
-const ROUNDS: usize = 10;
+/// Length of one round of one side.
+const ROUND: Duration = Duration::from_millis(100);
+/// Passes over all rows; each gives every row one round per side.
+const PASSES: usize = 20;
+
+/// A batch of `n` operations.
+type Batch<'a> = Box<dyn FnMut(usize) + 'a>;
+
+/// One row: the same operation through keychain and through the raw crate.
+struct Case<'a> {
+    table: &'static str,
+    label: &'static str,
+    /// Bytes per operation, for MiB/s rows.
+    bytes: Option<usize>,
+    keychain: Batch<'a>,
+    baseline: Batch<'a>,
+    best: (f64, f64),
+}
 
 /// Runs `op` repeatedly for one round; returns operations per second.
 fn round(op: &mut dyn FnMut(usize)) -> f64 {
@@ -42,22 +60,24 @@ fn round(op: &mut dyn FnMut(usize)) -> f64 {
     }
 }
 
-/// Best-of-rounds ops/s for keychain and for the baseline, alternating, and swapping which
-/// side goes first every round so neither always runs on the other's warm-up.
-fn compare(keychain: &mut dyn FnMut(usize), baseline: &mut dyn FnMut(usize)) -> (f64, f64) {
-    keychain(16);
-    baseline(16);
-    let (mut k, mut b) = (0f64, 0f64);
-    for i in 0..ROUNDS {
-        if i % 2 == 0 {
-            k = k.max(round(keychain));
-            b = b.max(round(baseline));
-        } else {
-            b = b.max(round(baseline));
-            k = k.max(round(keychain));
+/// Warms every case up, then runs the passes; each case keeps its best round per side.
+fn measure(cases: &mut [Case<'_>]) {
+    for c in cases.iter_mut() {
+        (c.keychain)(16);
+        (c.baseline)(16);
+    }
+    for pass in 0..PASSES {
+        for c in cases.iter_mut() {
+            let (k, b) = if pass % 2 == 0 {
+                let k = round(&mut c.keychain);
+                (k, round(&mut c.baseline))
+            } else {
+                let b = round(&mut c.baseline);
+                (round(&mut c.keychain), b)
+            };
+            c.best = (c.best.0.max(k), c.best.1.max(b));
         }
     }
-    (k, b)
 }
 
 fn fmt_rate(ops: f64, bytes: Option<usize>) -> String {
@@ -65,6 +85,146 @@ fn fmt_rate(ops: f64, bytes: Option<usize>) -> String {
         None => format!("{ops:.0} ops/s"),
         Some(n) => format!("{:.1} MiB/s", ops * n as f64 / (1024.0 * 1024.0)),
     }
+}
+
+fn print_table(provider: &str, cases: &[Case<'_>]) {
+    println!("### keychain-pkcs8 (provider: {provider})\n");
+    println!("| operation | keychain | baseline ({provider}) | ratio |");
+    println!("|---|---:|---:|---:|");
+    for c in cases.iter().filter(|c| c.table == provider) {
+        let (k, b) = c.best;
+        println!(
+            "| {} | {} | {} | {:.3} |",
+            c.label,
+            fmt_rate(k, c.bytes),
+            fmt_rate(b, c.bytes),
+            k / b
+        );
+    }
+    println!();
+}
+
+/// The signing rows' keys and schemes.
+const SIGN_CASES: [(&str, KeyAlgorithm, SignatureScheme); 4] = [
+    (
+        "sign ECDSA P-256 (SHA-256 digest)",
+        KeyAlgorithm::EcP256,
+        SignatureScheme::Ecdsa(HashAlg::Sha256),
+    ),
+    (
+        "sign ECDSA P-384 (SHA-384 digest)",
+        KeyAlgorithm::EcP384,
+        SignatureScheme::Ecdsa(HashAlg::Sha384),
+    ),
+    (
+        "sign Ed25519 (64-byte message)",
+        KeyAlgorithm::Ed25519,
+        SignatureScheme::Ed25519,
+    ),
+    (
+        "sign RSA-2048 PKCS#1 v1.5 (SHA-256 digest)",
+        KeyAlgorithm::Rsa2048,
+        SignatureScheme::RsaPkcs1v15(HashAlg::Sha256),
+    ),
+];
+
+const AEAD_CASES: [(&str, usize); 2] = [
+    ("AES-256-GCM encrypt 1 KiB", 1024),
+    ("AES-256-GCM encrypt 1 MiB", 1 << 20),
+];
+
+const MESSAGE: [u8; 64] = [0x5a; 64];
+
+/// The digest of [`MESSAGE`] a scheme signs (empty for Ed25519, which signs the message).
+fn digest_for(scheme: SignatureScheme) -> Vec<u8> {
+    scheme
+        .hash()
+        .map(|h| h.digest(&MESSAGE))
+        .unwrap_or_default()
+}
+
+/// What the backend signs for `scheme`: the digest, or for Ed25519 the message.
+fn sign_input(scheme: SignatureScheme, digest: &[u8]) -> SignInput<'_> {
+    match scheme.hash() {
+        Some(h) => SignInput::digest(h, digest),
+        None => SignInput::message(&MESSAGE),
+    }
+}
+
+/// Imports `der` as `alg` into `backend` and returns a batch signing through it (key cache
+/// warmed by one signature).
+fn keychain_signer<'a>(
+    rt: &'a tokio::runtime::Runtime,
+    backend: &'a dyn Backend,
+    alg: KeyAlgorithm,
+    scheme: SignatureScheme,
+    der: &SecretBytes,
+) -> Batch<'a> {
+    let name = KeyName::new(alg.as_str()).expect("name");
+    rt.block_on(backend.import_key(
+        &name,
+        KeyMaterial::Pkcs8 {
+            data: der.duplicate(),
+            password: None,
+        },
+        &ImportSpec::new(),
+    ))
+    .expect("import");
+    let key = KeyRef::from(&name);
+    let digest = digest_for(scheme);
+    rt.block_on(backend.sign(&key, sign_input(scheme, &digest), scheme))
+        .expect("sign");
+    Box::new(move |n| {
+        rt.block_on(async {
+            for _ in 0..n {
+                black_box(
+                    backend
+                        .sign(&key, sign_input(scheme, &digest), scheme)
+                        .await
+                        .expect("sign"),
+                );
+            }
+        });
+    })
+}
+
+/// Imports the AES key into `backend` and returns a batch encrypting `size` bytes through it.
+fn keychain_sealer<'a>(
+    rt: &'a tokio::runtime::Runtime,
+    backend: &'a dyn Backend,
+    key: &SecretBytes,
+    size: usize,
+) -> Batch<'a> {
+    let name = KeyName::new(format!("aes-{size}")).expect("name");
+    rt.block_on(backend.import_key(
+        &name,
+        KeyMaterial::Symmetric(key.duplicate()),
+        &ImportSpec::new(),
+    ))
+    .expect("import aes");
+    let key = KeyRef::from(&name);
+    let plaintext = vec![0x11u8; size];
+    rt.block_on(backend.encrypt(&key, &plaintext, b"aad"))
+        .expect("encrypt");
+    Box::new(move |n| {
+        rt.block_on(async {
+            for _ in 0..n {
+                black_box(
+                    backend
+                        .encrypt(&key, &plaintext, b"aad")
+                        .await
+                        .expect("encrypt"),
+                );
+            }
+        });
+    })
+}
+
+fn open(rt: &tokio::runtime::Runtime, config: Config) -> Pkcs8Backend {
+    rt.block_on(Pkcs8Backend::open(
+        config.with_kdf(Kdf::Pbkdf2 { iterations: 1000 }),
+    ))
+    .expect("open")
 }
 
 fn main() {
@@ -77,84 +237,43 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let backend: Arc<dyn Backend> = Arc::new(rt.block_on(async {
-        Pkcs8Backend::open(
-            Config::in_memory(SecretSource::value("bench password"))
-                .with_kdf(Kdf::Pbkdf2 { iterations: 1000 }),
-        )
-        .await
-        .expect("open")
-    }));
-    let provider = keychain_crypto::AwsLcProvider::new();
-    let mut rows = Vec::new();
+    let backend = open(
+        &rt,
+        Config::in_memory(SecretSource::value("bench password")),
+    );
+    #[cfg(feature = "rustcrypto")]
+    let rc_backend = open(
+        &rt,
+        Config::in_memory(SecretSource::value("bench password"))
+            .with_provider(keychain_pkcs8::ProviderKind::RustCrypto),
+    );
+    let mut cases = aws_lc_cases(&rt, &backend);
+    #[cfg(feature = "rustcrypto")]
+    cases.extend(rustcrypto::cases(&rt, &rc_backend));
+    measure(&mut cases);
+    print_table("aws-lc-rs", &cases);
+    #[cfg(feature = "rustcrypto")]
+    print_table("rustcrypto", &cases);
+}
 
-    // Signing: the same PKCS#8 key is imported into the backend and loaded raw.
-    let sign_cases: [(&str, KeyAlgorithm, SignatureScheme); 4] = [
-        (
-            "sign ECDSA P-256 (SHA-256 digest)",
-            KeyAlgorithm::EcP256,
-            SignatureScheme::Ecdsa(HashAlg::Sha256),
-        ),
-        (
-            "sign ECDSA P-384 (SHA-384 digest)",
-            KeyAlgorithm::EcP384,
-            SignatureScheme::Ecdsa(HashAlg::Sha384),
-        ),
-        (
-            "sign Ed25519 (64-byte message)",
-            KeyAlgorithm::Ed25519,
-            SignatureScheme::Ed25519,
-        ),
-        (
-            "sign RSA-2048 PKCS#1 v1.5 (SHA-256 digest)",
-            KeyAlgorithm::Rsa2048,
-            SignatureScheme::RsaPkcs1v15(HashAlg::Sha256),
-        ),
-    ];
-    for (label, alg, scheme) in sign_cases {
+/// The aws-lc-rs rows: the same PKCS#8 key imported into the backend and loaded raw; AEAD is the
+/// backend's self-describing ciphertext against a bare seal with a fresh random nonce (the least
+/// any correct caller of the raw crate must do).
+fn aws_lc_cases<'a>(rt: &'a tokio::runtime::Runtime, backend: &'a Pkcs8Backend) -> Vec<Case<'a>> {
+    let provider = keychain_crypto::AwsLcProvider::new();
+    let mut cases = Vec::new();
+    for (label, alg, scheme) in SIGN_CASES {
         let der = provider.generate(alg).expect("keygen");
-        let name = KeyName::new(alg.as_str()).expect("name");
-        rt.block_on(backend.import_key(
-            &name,
-            KeyMaterial::Pkcs8 {
-                data: der.duplicate(),
-                password: None,
-            },
-            &ImportSpec::new(),
-        ))
-        .expect("import");
-        let key = KeyRef::from(&name);
-        let message = [0x5au8; 64];
-        let hash = scheme.hash();
-        let digest_bytes = hash.map(|h| h.digest(&message)).unwrap_or_default();
-        let input = match hash {
-            Some(h) => SignInput::digest(h, &digest_bytes),
-            None => SignInput::message(&message),
-        };
-        // Warm the key cache (the first signature decrypts the key file).
-        rt.block_on(backend.sign(&key, input, scheme))
-            .expect("sign");
-        let mut keychain = |n: usize| {
-            rt.block_on(async {
-                for _ in 0..n {
-                    black_box(backend.sign(&key, input, scheme).await.expect("sign"));
-                }
-            })
-        };
-        let mut baseline: Box<dyn FnMut(usize)> = match alg {
+        let keychain = keychain_signer(rt, backend, alg, scheme, &der);
+        let digest_bytes = digest_for(scheme);
+        let baseline: Batch<'a> = match alg {
             KeyAlgorithm::EcP256 | KeyAlgorithm::EcP384 => {
-                let a = if alg == KeyAlgorithm::EcP256 {
-                    &ECDSA_P256_SHA256_ASN1_SIGNING
+                let (a, d) = if alg == KeyAlgorithm::EcP256 {
+                    (&ECDSA_P256_SHA256_ASN1_SIGNING, &digest::SHA256)
                 } else {
-                    &ECDSA_P384_SHA384_ASN1_SIGNING
-                };
-                let d = if alg == KeyAlgorithm::EcP256 {
-                    &digest::SHA256
-                } else {
-                    &digest::SHA384
+                    (&ECDSA_P384_SHA384_ASN1_SIGNING, &digest::SHA384)
                 };
                 let kp = EcdsaKeyPair::from_pkcs8(a, der.expose()).expect("raw key");
-                let digest_bytes = digest_bytes.clone();
                 Box::new(move |n| {
                     for _ in 0..n {
                         let dg = Digest::import_less_safe(&digest_bytes, d).expect("digest");
@@ -166,13 +285,12 @@ fn main() {
                 let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.expose()).expect("raw key");
                 Box::new(move |n| {
                     for _ in 0..n {
-                        black_box(kp.sign(&message).as_ref().to_vec());
+                        black_box(kp.sign(&MESSAGE).as_ref().to_vec());
                     }
                 })
             }
             _ => {
                 let kp = RsaKeyPair::from_pkcs8(der.expose()).expect("raw key");
-                let digest_bytes = digest_bytes.clone();
                 Box::new(move |n| {
                     for _ in 0..n {
                         let dg = Digest::import_less_safe(&digest_bytes, &digest::SHA256)
@@ -185,47 +303,21 @@ fn main() {
                 })
             }
         };
-        let (k, b) = compare(&mut keychain, &mut *baseline);
-        rows.push((
-            label.to_owned(),
-            fmt_rate(k, None),
-            fmt_rate(b, None),
-            k / b,
-        ));
+        cases.push(Case {
+            table: "aws-lc-rs",
+            label,
+            bytes: None,
+            keychain,
+            baseline,
+            best: (0.0, 0.0),
+        });
     }
-
-    // AEAD: the backend's self-describing ciphertext vs a bare seal with a fresh random nonce
-    // (the least any correct caller of the raw crate must do).
     let aes = SecretBytes::new(vec![7u8; 32]);
-    let aes_name = KeyName::new("aes").expect("name");
-    rt.block_on(backend.import_key(
-        &aes_name,
-        KeyMaterial::Symmetric(aes.duplicate()),
-        &ImportSpec::new(),
-    ))
-    .expect("import aes");
-    let aes_key = KeyRef::from(&aes_name);
-    for (label, size) in [
-        ("AES-256-GCM encrypt 1 KiB", 1024usize),
-        ("AES-256-GCM encrypt 1 MiB", 1 << 20),
-    ] {
-        let plaintext = vec![0x11u8; size];
-        rt.block_on(backend.encrypt(&aes_key, &plaintext, b"aad"))
-            .expect("encrypt");
-        let mut keychain = |n: usize| {
-            rt.block_on(async {
-                for _ in 0..n {
-                    black_box(
-                        backend
-                            .encrypt(&aes_key, &plaintext, b"aad")
-                            .await
-                            .expect("encrypt"),
-                    );
-                }
-            })
-        };
+    for (label, size) in AEAD_CASES {
+        let keychain = keychain_sealer(rt, backend, &aes, size);
         let raw = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, aes.expose()).expect("aes"));
-        let mut baseline = |n: usize| {
+        let plaintext = vec![0x11u8; size];
+        let baseline: Batch<'a> = Box::new(move |n| {
             for _ in 0..n {
                 let mut nonce = [0u8; 12];
                 aws_lc_rs::rand::fill(&mut nonce).expect("rng");
@@ -238,32 +330,17 @@ fn main() {
                 .expect("seal");
                 black_box(buf);
             }
-        };
-        let (k, b) = compare(&mut keychain, &mut baseline);
-        rows.push((
-            label.to_owned(),
-            fmt_rate(k, Some(size)),
-            fmt_rate(b, Some(size)),
-            k / b,
-        ));
+        });
+        cases.push(Case {
+            table: "aws-lc-rs",
+            label,
+            bytes: Some(size),
+            keychain,
+            baseline,
+            best: (0.0, 0.0),
+        });
     }
-
-    print_table("aws-lc-rs", &rows);
-
-    #[cfg(feature = "rustcrypto")]
-    rustcrypto::run(&rt);
-}
-
-type Row = (String, String, String, f64);
-
-fn print_table(provider: &str, rows: &[Row]) {
-    println!("### keychain-pkcs8 (provider: {provider})\n");
-    println!("| operation | keychain | baseline ({provider}) | ratio |");
-    println!("|---|---:|---:|---:|");
-    for (label, k, b, ratio) in rows {
-        println!("| {label} | {k} | {b} | {ratio:.3} |");
-    }
-    println!();
+    cases
 }
 
 /// The same rows on the pure-Rust provider against the RustCrypto crates it calls. RSA is not
@@ -272,74 +349,25 @@ fn print_table(provider: &str, rows: &[Row]) {
 mod rustcrypto {
     use super::*;
     use aes_gcm::aead::{AeadInOut, KeyInit};
-    use keychain_pkcs8::ProviderKind;
     use p256::pkcs8::DecodePrivateKey as _;
     use signature::hazmat::PrehashSigner as _;
 
-    pub(super) fn run(rt: &tokio::runtime::Runtime) {
-        let backend: Arc<dyn Backend> = Arc::new(rt.block_on(async {
-            Pkcs8Backend::open(
-                Config::in_memory(SecretSource::value("bench password"))
-                    .with_kdf(Kdf::Pbkdf2 { iterations: 1000 })
-                    .with_provider(ProviderKind::RustCrypto),
-            )
-            .await
-            .expect("open")
-        }));
+    pub(super) fn cases<'a>(
+        rt: &'a tokio::runtime::Runtime,
+        backend: &'a Pkcs8Backend,
+    ) -> Vec<Case<'a>> {
         let provider = keychain_crypto::RustCryptoProvider::new();
-        let mut rows = Vec::new();
-        let cases: [(&str, KeyAlgorithm, SignatureScheme); 3] = [
-            (
-                "sign ECDSA P-256 (SHA-256 digest)",
-                KeyAlgorithm::EcP256,
-                SignatureScheme::Ecdsa(HashAlg::Sha256),
-            ),
-            (
-                "sign ECDSA P-384 (SHA-384 digest)",
-                KeyAlgorithm::EcP384,
-                SignatureScheme::Ecdsa(HashAlg::Sha384),
-            ),
-            (
-                "sign Ed25519 (64-byte message)",
-                KeyAlgorithm::Ed25519,
-                SignatureScheme::Ed25519,
-            ),
-        ];
-        for (label, alg, scheme) in cases {
+        let mut cases = Vec::new();
+        for (label, alg, scheme) in SIGN_CASES {
+            if alg.is_rsa() {
+                continue;
+            }
             let der = provider.generate(alg).expect("keygen");
-            let name = KeyName::new(alg.as_str()).expect("name");
-            rt.block_on(backend.import_key(
-                &name,
-                KeyMaterial::Pkcs8 {
-                    data: der.duplicate(),
-                    password: None,
-                },
-                &ImportSpec::new(),
-            ))
-            .expect("import");
-            let key = KeyRef::from(&name);
-            let message = [0x5au8; 64];
-            let digest_bytes = scheme
-                .hash()
-                .map(|h| h.digest(&message))
-                .unwrap_or_default();
-            let input = match scheme.hash() {
-                Some(h) => SignInput::digest(h, &digest_bytes),
-                None => SignInput::message(&message),
-            };
-            rt.block_on(backend.sign(&key, input, scheme))
-                .expect("sign");
-            let mut keychain = |n: usize| {
-                rt.block_on(async {
-                    for _ in 0..n {
-                        black_box(backend.sign(&key, input, scheme).await.expect("sign"));
-                    }
-                })
-            };
-            let mut baseline: Box<dyn FnMut(usize)> = match alg {
+            let keychain = keychain_signer(rt, backend, alg, scheme, &der);
+            let d = digest_for(scheme);
+            let baseline: Batch<'a> = match alg {
                 KeyAlgorithm::EcP256 => {
                     let k = p256::ecdsa::SigningKey::from_pkcs8_der(der.expose()).expect("key");
-                    let d = digest_bytes.clone();
                     Box::new(move |n| {
                         for _ in 0..n {
                             let s: p256::ecdsa::DerSignature = k.sign_prehash(&d).expect("sign");
@@ -349,7 +377,6 @@ mod rustcrypto {
                 }
                 KeyAlgorithm::EcP384 => {
                     let k = p384::ecdsa::SigningKey::from_pkcs8_der(der.expose()).expect("key");
-                    let d = digest_bytes.clone();
                     Box::new(move |n| {
                         for _ in 0..n {
                             let s: p384::ecdsa::DerSignature = k.sign_prehash(&d).expect("sign");
@@ -362,50 +389,26 @@ mod rustcrypto {
                     Box::new(move |n| {
                         for _ in 0..n {
                             use ed25519_dalek::Signer as _;
-                            black_box(k.sign(&message).to_bytes().to_vec());
+                            black_box(k.sign(&MESSAGE).to_bytes().to_vec());
                         }
                     })
                 }
             };
-            let (k, b) = compare(&mut keychain, &mut *baseline);
-            rows.push((
-                label.to_owned(),
-                fmt_rate(k, None),
-                fmt_rate(b, None),
-                k / b,
-            ));
+            cases.push(Case {
+                table: "rustcrypto",
+                label,
+                bytes: None,
+                keychain,
+                baseline,
+                best: (0.0, 0.0),
+            });
         }
-
         let aes = SecretBytes::new(vec![7u8; 32]);
-        let aes_name = KeyName::new("aes").expect("name");
-        rt.block_on(backend.import_key(
-            &aes_name,
-            KeyMaterial::Symmetric(aes.duplicate()),
-            &ImportSpec::new(),
-        ))
-        .expect("import aes");
-        let aes_key = KeyRef::from(&aes_name);
-        let raw = aes_gcm::Aes256Gcm::new_from_slice(aes.expose()).expect("aes");
-        for (label, size) in [
-            ("AES-256-GCM encrypt 1 KiB", 1024usize),
-            ("AES-256-GCM encrypt 1 MiB", 1 << 20),
-        ] {
+        for (label, size) in AEAD_CASES {
+            let keychain = keychain_sealer(rt, backend, &aes, size);
+            let raw = aes_gcm::Aes256Gcm::new_from_slice(aes.expose()).expect("aes");
             let plaintext = vec![0x11u8; size];
-            rt.block_on(backend.encrypt(&aes_key, &plaintext, b"aad"))
-                .expect("encrypt");
-            let mut keychain = |n: usize| {
-                rt.block_on(async {
-                    for _ in 0..n {
-                        black_box(
-                            backend
-                                .encrypt(&aes_key, &plaintext, b"aad")
-                                .await
-                                .expect("encrypt"),
-                        );
-                    }
-                })
-            };
-            let mut baseline = |n: usize| {
+            let baseline: Batch<'a> = Box::new(move |n| {
                 for _ in 0..n {
                     let mut nonce = [0u8; 12];
                     getrandom::fill(&mut nonce).expect("rng");
@@ -420,15 +423,16 @@ mod rustcrypto {
                     buf.extend_from_slice(&tag);
                     black_box(buf);
                 }
-            };
-            let (k, b) = compare(&mut keychain, &mut baseline);
-            rows.push((
-                label.to_owned(),
-                fmt_rate(k, Some(size)),
-                fmt_rate(b, Some(size)),
-                k / b,
-            ));
+            });
+            cases.push(Case {
+                table: "rustcrypto",
+                label,
+                bytes: Some(size),
+                keychain,
+                baseline,
+                best: (0.0, 0.0),
+            });
         }
-        print_table("rustcrypto", &rows);
+        cases
     }
 }
