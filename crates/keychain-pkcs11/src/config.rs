@@ -20,8 +20,8 @@ pub const INLINE_BELOW: Duration = Duration::from_micros(100);
 ///
 /// Handing a call to another thread costs a thread wake-up or two. On a small or virtual
 /// machine that costs as much as a software token's signature: on the 2-core build machine,
-/// two tasks signing P-256 on SoftHSM reached 0.79 of a bare `cryptoki` loop off-thread and
-/// 0.96 adaptive (`BENCHMARKS.md`).
+/// two tasks signing P-256 on SoftHSM reached about 0.8 of a bare `cryptoki` loop off-thread and
+/// about 0.95 adaptive (`BENCHMARKS.md`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
