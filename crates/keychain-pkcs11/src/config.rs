@@ -30,12 +30,11 @@ pub enum Dispatch {
     /// random bytes) is timed. A kind whose typical recent call (a running median, so a few
     /// outliers do not count) is under [`INLINE_BELOW`] runs on the calling task's thread, one
     /// over twice that off it, as under [`Dispatch::OffThread`]; in between it stays where it
-    /// was. Always off-thread: the first call of each kind, calls that
-    /// create or destroy objects (generate, rotate, delete, import), listings, exports, key
-    /// operations on more than 64 KiB, and any call that would have to wait for the token to
-    /// be free. A kind that gets slow moves off the
-    /// async threads within a few calls and comes back once its calls are fast again. The
-    /// default.
+    /// was. Always off-thread: the first call of each kind, calls that create or destroy
+    /// objects (generate, rotate, delete, import), listings, exports, key operations on more
+    /// than 64 KiB, and any call that would have to wait for the token to be free. A kind that
+    /// gets slow moves off the async threads within a few calls and comes back once its calls
+    /// are fast again. The default.
     #[default]
     Adaptive,
     /// Every call off the async worker threads. On a multi-threaded tokio runtime it runs
