@@ -45,6 +45,25 @@ struct Case<'a> {
     best: (f64, f64),
 }
 
+impl<'a> Case<'a> {
+    fn new(
+        table: &'static str,
+        label: &'static str,
+        bytes: Option<usize>,
+        keychain: Batch<'a>,
+        baseline: Batch<'a>,
+    ) -> Self {
+        Self {
+            table,
+            label,
+            bytes,
+            keychain,
+            baseline,
+            best: (0.0, 0.0),
+        }
+    }
+}
+
 /// Runs `op` repeatedly for one round; returns operations per second.
 fn round(op: &mut dyn FnMut(usize)) -> f64 {
     let mut batch = 1usize;
@@ -303,14 +322,7 @@ fn aws_lc_cases<'a>(rt: &'a tokio::runtime::Runtime, backend: &'a Pkcs8Backend) 
                 })
             }
         };
-        cases.push(Case {
-            table: "aws-lc-rs",
-            label,
-            bytes: None,
-            keychain,
-            baseline,
-            best: (0.0, 0.0),
-        });
+        cases.push(Case::new("aws-lc-rs", label, None, keychain, baseline));
     }
     let aes = SecretBytes::new(vec![7u8; 32]);
     for (label, size) in AEAD_CASES {
@@ -331,14 +343,13 @@ fn aws_lc_cases<'a>(rt: &'a tokio::runtime::Runtime, backend: &'a Pkcs8Backend) 
                 black_box(buf);
             }
         });
-        cases.push(Case {
-            table: "aws-lc-rs",
+        cases.push(Case::new(
+            "aws-lc-rs",
             label,
-            bytes: Some(size),
+            Some(size),
             keychain,
             baseline,
-            best: (0.0, 0.0),
-        });
+        ));
     }
     cases
 }
@@ -394,14 +405,7 @@ mod rustcrypto {
                     })
                 }
             };
-            cases.push(Case {
-                table: "rustcrypto",
-                label,
-                bytes: None,
-                keychain,
-                baseline,
-                best: (0.0, 0.0),
-            });
+            cases.push(Case::new("rustcrypto", label, None, keychain, baseline));
         }
         let aes = SecretBytes::new(vec![7u8; 32]);
         for (label, size) in AEAD_CASES {
@@ -424,14 +428,13 @@ mod rustcrypto {
                     black_box(buf);
                 }
             });
-            cases.push(Case {
-                table: "rustcrypto",
+            cases.push(Case::new(
+                "rustcrypto",
                 label,
-                bytes: Some(size),
+                Some(size),
                 keychain,
                 baseline,
-                best: (0.0, 0.0),
-            });
+            ));
         }
         cases
     }
