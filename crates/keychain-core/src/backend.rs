@@ -6,7 +6,9 @@ use crate::algorithm::{RsaPadding, SignatureScheme};
 use crate::attest::KeyAttestation;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::key::{Health, ImportSpec, KeyInfo, KeyMaterial, KeySpec, WrappedKey, WrappingSpec};
+use crate::key::{
+    Health, ImportSpec, KeyEntry, KeyInfo, KeyMaterial, KeySpec, WrappedKey, WrappingSpec,
+};
 use crate::name::{KeyName, KeyRef};
 use crate::secret::SecretBytes;
 use crate::signature::{SignInput, Signature};
@@ -54,8 +56,28 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// [`ErrorKind::NotFound`] when the key or the version does not exist.
     async fn key_info(&self, key: &KeyRef) -> Result<KeyInfo>;
 
-    /// Every key, with exactly the names they were created under, sorted by name.
+    /// Every key, with exactly the names they were created under, sorted by name. A key whose
+    /// stored record is damaged is left out (never failing the whole listing);
+    /// [`Backend::list_entries`] reports it.
     async fn list_keys(&self) -> Result<Vec<KeyInfo>>;
+
+    /// **Optional.** Every key as [`Backend::list_keys`] returns it, plus each key whose stored
+    /// record cannot be read, with the error that reading it gives — so one damaged key never
+    /// hides the others, and an operator sees what to repair or delete. Sorted by name.
+    ///
+    /// The default lists [`Backend::list_keys`] as healthy entries: right for backends whose
+    /// provider keeps the records (an HSM, a KMS), where a key is listed or it is not.
+    ///
+    /// # Errors
+    /// As [`Backend::list_keys`]: only when nothing can be listed at all.
+    async fn list_entries(&self) -> Result<Vec<KeyEntry>> {
+        Ok(self
+            .list_keys()
+            .await?
+            .into_iter()
+            .map(KeyEntry::Healthy)
+            .collect())
+    }
 
     /// Removes the key and all its versions. Either all are gone or (on error) none is.
     ///

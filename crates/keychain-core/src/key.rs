@@ -119,6 +119,42 @@ impl KeyVersionInfo {
     }
 }
 
+/// One key in [`Backend::list_entries`](crate::Backend::list_entries): readable, or damaged.
+#[derive(Debug)]
+pub enum KeyEntry {
+    /// A key whose record reads back whole.
+    Healthy(KeyInfo),
+    /// A key whose stored record cannot be read. It can still be deleted.
+    Damaged(DamagedKey),
+}
+
+impl KeyEntry {
+    /// The key's name.
+    pub fn name(&self) -> &KeyName {
+        match self {
+            Self::Healthy(info) => &info.name,
+            Self::Damaged(damaged) => &damaged.name,
+        }
+    }
+}
+
+/// A key whose stored record cannot be read, and why.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DamagedKey {
+    /// The name the key is stored under.
+    pub name: KeyName,
+    /// What reading it gives (usually [`ErrorKind::Integrity`](crate::ErrorKind::Integrity)).
+    pub error: Error,
+}
+
+impl DamagedKey {
+    /// A damaged key's report.
+    pub fn new(name: KeyName, error: Error) -> Self {
+        Self { name, error }
+    }
+}
+
 /// What a backend knows about a key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -22,8 +22,8 @@ pub use crate::capabilities::Capabilities;
 pub use crate::cert::{CertCapacity, CertStore};
 pub use crate::error::{Error, ErrorKind, Operation, ProviderCode, Result};
 pub use crate::key::{
-    Health, HealthStatus, ImportSpec, KeyInfo, KeyMaterial, KeySpec, KeyVersionInfo, Protection,
-    WrapFormat, WrappedKey, WrappingSpec,
+    DamagedKey, Health, HealthStatus, ImportSpec, KeyEntry, KeyInfo, KeyMaterial, KeySpec,
+    KeyVersionInfo, Protection, WrapFormat, WrappedKey, WrappingSpec,
 };
 pub use crate::name::{KeyName, KeyRef, KeyVersion};
 pub use crate::public_key::{PublicKey, identify_key_algorithm};

@@ -71,7 +71,7 @@ impl<'a> AeadCiphertext<'a> {
     /// The AAD actually given to AES-GCM: the authenticated part of `header` || caller's AAD.
     pub fn full_aad(header: &[u8], aad: &[u8]) -> Vec<u8> {
         let prefix = Self::authenticated(header);
-        let mut full = Vec::with_capacity(prefix.len() + aad.len());
+        let mut full = Vec::with_capacity(prefix.len().saturating_add(aad.len()));
         full.extend_from_slice(prefix);
         full.extend_from_slice(aad);
         full

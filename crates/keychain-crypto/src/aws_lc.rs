@@ -137,7 +137,7 @@ impl CryptoProvider for AwsLcProvider {
         match algorithm {
             a if a.is_rsa() => {
                 let kp = RsaKeyPair::from_pkcs8(der).map_err(rejected(a))?;
-                let bits = kp.public_modulus_len() * 8;
+                let bits = kp.public_modulus_len().saturating_mul(8);
                 if bits as u32 != a.bits() {
                     return Err(Error::invalid_input(format!(
                         "key is RSA-{bits}, expected {a}"
@@ -307,7 +307,8 @@ impl PrivateKey for EcKey {
         if data.len() >= n {
             buf.copy_from_slice(&data[..n]);
         } else {
-            buf[n - data.len()..].copy_from_slice(data);
+            // Shorter, by the branch: the subtraction cannot wrap.
+            buf[n.saturating_sub(data.len())..].copy_from_slice(data);
         }
         let digest = Digest::import_less_safe(&buf, digest_alg(own)?)
             .map_err(|_| Error::invalid_input("bad digest length"))?;
@@ -391,7 +392,12 @@ impl AeadKey for GcmKey {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let start = out.len();
-        out.resize(start + plaintext.len() + crate::TAG_LEN, 0);
+        out.resize(
+            start
+                .saturating_add(plaintext.len())
+                .saturating_add(crate::TAG_LEN),
+            0,
+        );
         let (ciphertext, tag) = out[start..].split_at_mut(plaintext.len());
         let sealed = self.0.seal_out_of_place_scatter(
             Nonce::assume_unique_for_key(*nonce),

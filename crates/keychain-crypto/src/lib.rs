@@ -1,4 +1,6 @@
 #![doc = include_str!("../README.md")]
+// Stored and received data is parsed here: no arithmetic on it may wrap or panic.
+#![cfg_attr(not(test), warn(clippy::arithmetic_side_effects))]
 
 mod aead;
 #[cfg(feature = "aws-lc-rs")]

@@ -68,6 +68,256 @@ impl Default for Kdf {
     }
 }
 
+/// The fewest PBKDF2 iterations accepted for new files: NIST SP 800-132's minimum. OWASP's
+/// figure for PBKDF2-HMAC-SHA256, 600 000, is the default; fewer (for tests) log a warning.
+pub const MIN_PBKDF2_ITERATIONS: u32 = 1_000;
+/// The smallest scrypt `log_n` accepted for new files (N = 1024).
+pub const MIN_SCRYPT_LOG_N: u8 = 10;
+/// OWASP's PBKDF2-HMAC-SHA256 iteration count (2023): below it, writing logs a warning.
+const OWASP_PBKDF2_ITERATIONS: u32 = 600_000;
+
+impl Kdf {
+    /// Checks the parameters before anything is written with them: not below the floors
+    /// ([`MIN_PBKDF2_ITERATIONS`], [`MIN_SCRYPT_LOG_N`], `r` and `p` at least 1) and not above
+    /// `limits`, so that a file written now can be read back under the same limits (and by
+    /// OpenSSL, which refuses a zero iteration count).
+    ///
+    /// # Errors
+    /// `InvalidInput` naming the parameter and the bound it breaks.
+    pub fn check(&self, limits: &KdfLimits) -> Result<()> {
+        match *self {
+            Self::Pbkdf2 { iterations } => {
+                if iterations < MIN_PBKDF2_ITERATIONS {
+                    return Err(Error::invalid_input(format!(
+                        "PBKDF2 with {iterations} iterations is too weak; use at least \
+                         {MIN_PBKDF2_ITERATIONS} (the default is {OWASP_PBKDF2_ITERATIONS})"
+                    )));
+                }
+                limits.check_pbkdf2(u64::from(iterations))
+            }
+            Self::Scrypt { log_n, r, p } => {
+                if log_n < MIN_SCRYPT_LOG_N || r == 0 || p == 0 {
+                    return Err(Error::invalid_input(format!(
+                        "scrypt with log-n = {log_n}, r = {r}, p = {p} is too weak; use log-n \
+                         of at least {MIN_SCRYPT_LOG_N}, and r and p of at least 1"
+                    )));
+                }
+                if log_n >= 64 {
+                    return Err(Error::invalid_input(format!(
+                        "scrypt log-n = {log_n} is out of range (N = 2^log-n must fit 64 bits)"
+                    )));
+                }
+                limits.check_scrypt(1u64 << log_n, u64::from(r), u64::from(p))
+            }
+        }
+    }
+
+    /// Whether the parameters are below what OWASP recommends for new password hashes; the
+    /// software backend logs a warning when it writes with such parameters.
+    pub fn below_recommendation(&self) -> bool {
+        match *self {
+            Self::Pbkdf2 { iterations } => iterations < OWASP_PBKDF2_ITERATIONS,
+            // OWASP: N = 2^17, r = 8, p = 1, or the same work spread as N = 2^14, r = 8, p = 5.
+            Self::Scrypt { log_n, r, p } => {
+                let n = 1u128.checked_shl(u32::from(log_n)).unwrap_or(u128::MAX);
+                n.saturating_mul(u128::from(r))
+                    .saturating_mul(u128::from(p))
+                    < (1 << 19)
+            }
+        }
+    }
+}
+
+/// Upper bounds on the work a password-based key derivation may demand, checked before any
+/// derivation runs — on the parameters of a file being read or imported as well as on the
+/// configuration — so that no key file, however hostile, can make keychain allocate unbounded
+/// memory or spin for hours. Exceeding one is `InvalidInput`.
+///
+/// The defaults admit every setting OWASP or OpenSSL recommend with a wide margin (about 16×
+/// OWASP's work factors) and refuse what is beyond reason:
+///
+/// ```toml
+/// max-pbkdf2-iterations = 10000000   # OWASP: 600 000; about 3 s at 10 M
+/// max-scrypt-memory = 268435456      # bytes (256 MiB); 128·r·N, OWASP's N = 2^17, r = 8 is 128 MiB
+/// max-scrypt-work = 16777216         # N·r·p; OWASP's is 2^20
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KdfLimits {
+    /// The most PBKDF2 iterations a file may ask for.
+    pub max_pbkdf2_iterations: u32,
+    /// The most memory scrypt may use, in bytes (`128 · r · N`, plus `128 · r · p`).
+    pub max_scrypt_memory: u64,
+    /// The most scrypt work, `N · r · p`: its running time grows with this product.
+    pub max_scrypt_work: u64,
+}
+
+impl Default for KdfLimits {
+    fn default() -> Self {
+        Self {
+            max_pbkdf2_iterations: 10_000_000,
+            max_scrypt_memory: 256 << 20,
+            max_scrypt_work: 1 << 24,
+        }
+    }
+}
+
+impl KdfLimits {
+    fn check_pbkdf2(&self, iterations: u64) -> Result<()> {
+        if iterations == 0 {
+            return Err(Error::invalid_input("PBKDF2 iteration count is zero"));
+        }
+        if iterations > u64::from(self.max_pbkdf2_iterations) {
+            return Err(Error::invalid_input(format!(
+                "PBKDF2 with {iterations} iterations exceeds the limit of {} \
+                 (kdf-limits.max-pbkdf2-iterations)",
+                self.max_pbkdf2_iterations
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_scrypt(&self, n: u64, r: u64, p: u64) -> Result<()> {
+        if n < 2 || !n.is_power_of_two() || r == 0 || p == 0 {
+            return Err(Error::invalid_input(format!(
+                "invalid scrypt parameters N = {n}, r = {r}, p = {p}"
+            )));
+        }
+        // u128 holds every product of these u64s but the last: saturating is exact here.
+        let block = u128::from(r).saturating_mul(128);
+        let memory = block
+            .saturating_mul(u128::from(n))
+            .saturating_add(block.saturating_mul(u128::from(p)));
+        if memory > u128::from(self.max_scrypt_memory) {
+            return Err(Error::invalid_input(format!(
+                "scrypt with N = {n}, r = {r}, p = {p} needs {} MiB, over the limit of {} MiB \
+                 (kdf-limits.max-scrypt-memory)",
+                memory >> 20,
+                self.max_scrypt_memory >> 20
+            )));
+        }
+        let work = u128::from(n)
+            .saturating_mul(u128::from(r))
+            .saturating_mul(u128::from(p));
+        if work > u128::from(self.max_scrypt_work) {
+            return Err(Error::invalid_input(format!(
+                "scrypt with N = {n}, r = {r}, p = {p} is N·r·p = {work}, over the limit of {} \
+                 (kdf-limits.max-scrypt-work)",
+                self.max_scrypt_work
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the key derivation an encrypted PKCS#8 document names against these limits.
+    fn check_scheme(&self, scheme: &pkcs5::EncryptionScheme) -> Result<()> {
+        match scheme {
+            pkcs5::EncryptionScheme::Pbes2(params) => match &params.kdf {
+                pkcs5::pbes2::Kdf::Pbkdf2(k) => self.check_pbkdf2(u64::from(k.iteration_count)),
+                pkcs5::pbes2::Kdf::Scrypt(k) => self.check_scrypt(
+                    k.cost_parameter,
+                    u64::from(k.block_size),
+                    u64::from(k.parallelization),
+                ),
+                _ => Err(Error::unsupported("password-based key derivation function")),
+            },
+            pkcs5::EncryptionScheme::Pbes1(params) => {
+                self.check_pbkdf2(u64::from(params.parameters.iteration_count))
+            }
+            // A scheme this version of pkcs5 does not know cannot be decrypted either.
+            #[allow(unreachable_patterns, reason = "the enum is non-exhaustive")]
+            _ => Err(Error::unsupported("password-based encryption scheme")),
+        }
+    }
+}
+
+/// A check value that tells whether a password is the one a store was created with, without
+/// holding the password or a fast hash of it: the salted output of the same slow KDF that
+/// protects the key files (like a SmartCard-HSM's key check value, but for a password).
+/// Guessing a password against it costs as much as against a key file.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PasswordVerifier {
+    kdf: Kdf,
+    /// 16 random bytes, hex.
+    salt: String,
+    /// 32 bytes of KDF output, hex.
+    check: String,
+}
+
+impl std::fmt::Debug for PasswordVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordVerifier")
+            .field("kdf", &self.kdf)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasswordVerifier {
+    /// A verifier for `password`, derived with `kdf` (checked against `limits` first). Runs the
+    /// KDF: call it off the async executor.
+    ///
+    /// # Errors
+    /// `InvalidInput` for KDF parameters [`Kdf::check`] refuses.
+    pub fn new(password: &[u8], kdf: Kdf, limits: &KdfLimits) -> Result<Self> {
+        kdf.check(limits)?;
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt)
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("random generator: {e}")))?;
+        let check = derive_check(password, &salt, kdf)?;
+        Ok(Self {
+            kdf,
+            salt: hex::encode(salt),
+            check: hex::encode(check.expose()),
+        })
+    }
+
+    /// Whether `password` is the verifier's password. Runs the KDF: call it off the async
+    /// executor.
+    ///
+    /// # Errors
+    /// `Integrity` for a verifier that does not parse (a damaged store file); `InvalidInput` for
+    /// KDF parameters over `limits` (a hostile one).
+    pub fn verify(&self, password: &[u8], limits: &KdfLimits) -> Result<bool> {
+        let damaged = || Error::new(ErrorKind::Integrity, "the password verifier is damaged");
+        let salt = hex::decode(&self.salt).map_err(|_| damaged())?;
+        let expected = hex::decode(&self.check).map_err(|_| damaged())?;
+        if salt.len() != 16 || expected.len() != 32 {
+            return Err(damaged());
+        }
+        match self.kdf {
+            Kdf::Pbkdf2 { iterations } => limits.check_pbkdf2(u64::from(iterations))?,
+            Kdf::Scrypt { log_n, r, p } => limits.check_scrypt(
+                1u64.checked_shl(u32::from(log_n))
+                    .filter(|_| log_n < 64)
+                    .ok_or_else(damaged)?,
+                u64::from(r),
+                u64::from(p),
+            )?,
+        }
+        let actual = derive_check(password, &salt, self.kdf)?;
+        Ok(subtle::ConstantTimeEq::ct_eq(actual.expose(), expected.as_slice()).into())
+    }
+}
+
+fn derive_check(password: &[u8], salt: &[u8], kdf: Kdf) -> Result<SecretBytes> {
+    let mut out = vec![0u8; 32];
+    match kdf {
+        Kdf::Pbkdf2 { iterations } => {
+            pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, salt, iterations, &mut out);
+        }
+        Kdf::Scrypt { log_n, r, p } => {
+            let params = scrypt::Params::new(log_n, r, p)
+                .map_err(|e| Error::invalid_input(format!("invalid scrypt parameters: {e}")))?;
+            scrypt::scrypt(password, salt, &params, &mut out).map_err(|e| {
+                Error::new(ErrorKind::Unexpected, format!("scrypt derivation: {e}"))
+            })?;
+        }
+    }
+    Ok(SecretBytes::new(out))
+}
+
 /// The PKCS#8 DER that holds a symmetric key (AES-GCM or ChaCha20-Poly1305).
 pub fn symmetric_to_pkcs8(algorithm: KeyAlgorithm, key: &[u8]) -> Result<SecretBytes> {
     let oid = symmetric_oid(algorithm)
@@ -244,6 +494,20 @@ pub fn inspect(der: &[u8]) -> Result<Plain> {
 /// # Errors
 /// `InvalidInput` for a document that is not PKCS#8 or invalid KDF parameters.
 pub fn encrypt(der: &[u8], password: &[u8], kdf: Kdf) -> Result<String> {
+    encrypt_with_limits(der, password, kdf, &KdfLimits::default())
+}
+
+/// As [`encrypt`], with `kdf` checked against `limits` rather than the default limits.
+///
+/// # Errors
+/// As [`encrypt`]; `InvalidInput` for KDF parameters [`Kdf::check`] refuses.
+pub fn encrypt_with_limits(
+    der: &[u8],
+    password: &[u8],
+    kdf: Kdf,
+    limits: &KdfLimits,
+) -> Result<String> {
+    kdf.check(limits)?;
     let doc = encrypt_document(der, password, kdf)?;
     let pem = doc
         .to_pem("ENCRYPTED PRIVATE KEY", der::pem::LineEnding::LF)
@@ -256,9 +520,11 @@ pub fn encrypt(der: &[u8], password: &[u8], kdf: Kdf) -> Result<String> {
 /// # Errors
 /// As [`encrypt`].
 pub fn encrypt_der(der: &[u8], password: &[u8], kdf: Kdf) -> Result<Vec<u8>> {
+    kdf.check(&KdfLimits::default())?;
     Ok(encrypt_document(der, password, kdf)?.as_bytes().to_vec())
 }
 
+/// Callers have checked `kdf` ([`Kdf::check`]).
 fn encrypt_document(der: &[u8], password: &[u8], kdf: Kdf) -> Result<pkcs8::SecretDocument> {
     let mut salt = [0u8; 16];
     let mut iv = [0u8; 16];
@@ -293,6 +559,19 @@ fn encrypt_document(der: &[u8], password: &[u8], kdf: Kdf) -> Result<pkcs8::Secr
 /// but does not decrypt is `Unauthenticated`: PBES2 with CBC cannot tell a wrong password from
 /// a tampered ciphertext body, and the wrong password is by far the common case.
 pub fn decrypt(data: &[u8], password: &[u8]) -> Result<SecretBytes> {
+    decrypt_with_limits(data, password, &KdfLimits::default())
+}
+
+/// As [`decrypt`], refusing (`InvalidInput`, before any derivation runs) a document whose key
+/// derivation exceeds `limits`.
+///
+/// # Errors
+/// As [`decrypt`], plus `InvalidInput` for KDF parameters over `limits`.
+pub fn decrypt_with_limits(
+    data: &[u8],
+    password: &[u8],
+    limits: &KdfLimits,
+) -> Result<SecretBytes> {
     let corrupt = |what: String| Error::new(ErrorKind::Integrity, what);
     let der_owned;
     let der: &[u8] = if data.starts_with(b"-----BEGIN") {
@@ -310,6 +589,7 @@ pub fn decrypt(data: &[u8], password: &[u8]) -> Result<SecretBytes> {
     };
     let info = EncryptedPrivateKeyInfoRef::from_der(der)
         .map_err(|e| corrupt(format!("key file is not an encrypted PKCS#8 document: {e}")))?;
+    limits.check_scheme(&info.encryption_algorithm)?;
     let doc = info.decrypt(password).map_err(|_| {
         Error::new(
             ErrorKind::Unauthenticated,

@@ -113,7 +113,7 @@ pub trait AeadKey: Send + Sync {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let start = out.len();
-        out.reserve(plaintext.len() + crate::TAG_LEN);
+        out.reserve(plaintext.len().saturating_add(crate::TAG_LEN));
         out.extend_from_slice(plaintext);
         self.seal_in_place(nonce, aad, out, start)
     }
@@ -123,7 +123,7 @@ pub trait AeadKey: Send + Sync {
     /// # Errors
     /// As [`AeadKey::seal_in_place`].
     fn seal(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        let mut buf = Vec::with_capacity(plaintext.len() + crate::TAG_LEN);
+        let mut buf = Vec::with_capacity(plaintext.len().saturating_add(crate::TAG_LEN));
         self.seal_append(nonce, aad, plaintext, &mut buf)?;
         Ok(buf)
     }

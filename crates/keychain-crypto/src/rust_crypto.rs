@@ -384,8 +384,8 @@ where
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let start = out.len();
-        out.reserve(plaintext.len() + crate::TAG_LEN);
-        out.resize(start + plaintext.len(), 0);
+        out.reserve(plaintext.len().saturating_add(crate::TAG_LEN));
+        out.resize(start.saturating_add(plaintext.len()), 0);
         let body = out
             .get_mut(start..)
             .ok_or_else(|| Error::new(ErrorKind::Unexpected, "AEAD buffer"))?;

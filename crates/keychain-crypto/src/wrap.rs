@@ -37,7 +37,14 @@ pub fn rsa_aes_key_wrap(wrapping: &PublicKey, hash: HashAlg, material: &[u8]) ->
     .map_err(|e| Error::invalid_input(format!("RSA-OAEP encryption: {e}")))?;
     let kwp = aes_kw::KwpAes256::new_from_slice(one_time.as_slice())
         .map_err(|_| Error::new(ErrorKind::Unexpected, "AES-256 key length"))?;
-    let mut buf = Zeroizing::new(vec![0u8; material.len().div_ceil(8) * 8 + 8]);
+    let mut buf = Zeroizing::new(vec![
+        0u8;
+        material
+            .len()
+            .div_ceil(8)
+            .saturating_mul(8)
+            .saturating_add(8)
+    ]);
     let wrapped = kwp
         .wrap_key(material, &mut buf)
         .map_err(|e| Error::invalid_input(format!("AES key wrap: {e}")))?;

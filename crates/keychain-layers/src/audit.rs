@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keychain_core::{
-    Backend, Capabilities, Health, ImportSpec, KeyAttestation, KeyInfo, KeyMaterial, KeyName,
-    KeyRef, KeySpec, KeyVersion, Operation, Result, RsaPadding, SecretBytes, SignInput, Signature,
-    SignatureScheme, WrappedKey, WrappingSpec, async_trait,
+    Backend, Capabilities, Health, ImportSpec, KeyAttestation, KeyEntry, KeyInfo, KeyMaterial,
+    KeyName, KeyRef, KeySpec, KeyVersion, Operation, Result, RsaPadding, SecretBytes, SignInput,
+    Signature, SignatureScheme, WrappedKey, WrappingSpec, async_trait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +147,11 @@ impl Backend for Audit {
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let call = self.inner.list_keys();
+        self.run(Operation::ListKeys, NO_KEY, call).await
+    }
+
+    async fn list_entries(&self) -> Result<Vec<KeyEntry>> {
+        let call = self.inner.list_entries();
         self.run(Operation::ListKeys, NO_KEY, call).await
     }
 

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use keychain_core::{
-    Backend, Capabilities, Health, ImportSpec, KeyAttestation, KeyInfo, KeyMaterial, KeyName,
-    KeyRef, KeySpec, Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme,
-    WrappedKey, WrappingSpec, async_trait,
+    Backend, Capabilities, Health, ImportSpec, KeyAttestation, KeyEntry, KeyInfo, KeyMaterial,
+    KeyName, KeyRef, KeySpec, Result, RsaPadding, SecretBytes, SignInput, Signature,
+    SignatureScheme, WrappedKey, WrappingSpec, async_trait,
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -189,6 +189,10 @@ impl Backend for Cache {
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         self.inner.list_keys().await
+    }
+
+    async fn list_entries(&self) -> Result<Vec<KeyEntry>> {
+        self.inner.list_entries().await
     }
 
     async fn delete_key(&self, name: &KeyName) -> Result<()> {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use keychain_core::{
     Backend, Capabilities, Error, ErrorKind, Health, HealthStatus, ImportSpec, KeyAttestation,
-    KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes,
-    SignInput, Signature, SignatureScheme, WrappedKey, WrappingSpec, async_trait,
+    KeyEntry, KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec, Operation, Result, RsaPadding,
+    SecretBytes, SignInput, Signature, SignatureScheme, WrappedKey, WrappingSpec, async_trait,
 };
 
 /// Whether an error of the primary sends the call to the secondary: the primary could not be
@@ -103,6 +103,16 @@ impl Backend for Fallback {
         self.run(Operation::ListKeys, None, self.primary.list_keys(), || {
             self.secondary.list_keys()
         })
+        .await
+    }
+
+    async fn list_entries(&self) -> Result<Vec<KeyEntry>> {
+        self.run(
+            Operation::ListKeys,
+            None,
+            self.primary.list_entries(),
+            || self.secondary.list_entries(),
+        )
         .await
     }
 

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use keychain_core::{
-    Backend, Capabilities, Health, ImportSpec, KeyAttestation, KeyInfo, KeyMaterial, KeyName,
-    KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes, SignInput, Signature,
+    Backend, Capabilities, Health, ImportSpec, KeyAttestation, KeyEntry, KeyInfo, KeyMaterial,
+    KeyName, KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes, SignInput, Signature,
     SignatureScheme, WrappedKey, WrappingSpec, async_trait,
 };
 
@@ -275,6 +275,11 @@ impl Backend for MetricsLayer {
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         self.run(Operation::ListKeys, self.inner.list_keys()).await
+    }
+
+    async fn list_entries(&self) -> Result<Vec<KeyEntry>> {
+        self.run(Operation::ListKeys, self.inner.list_entries())
+            .await
     }
 
     async fn delete_key(&self, name: &KeyName) -> Result<()> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, Health, ImportSpec, KeyAttestation, KeyInfo,
+    Backend, Capabilities, Error, ErrorKind, Health, ImportSpec, KeyAttestation, KeyEntry, KeyInfo,
     KeyMaterial, KeyName, KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes, SignInput,
     Signature, SignatureScheme, WrappedKey, WrappingSpec, async_trait,
 };
@@ -226,6 +226,11 @@ impl Backend for Retry {
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         self.run(Operation::ListKeys, None, || self.inner.list_keys())
+            .await
+    }
+
+    async fn list_entries(&self) -> Result<Vec<KeyEntry>> {
+        self.run(Operation::ListKeys, None, || self.inner.list_entries())
             .await
     }
 

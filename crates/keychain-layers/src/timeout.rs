@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, Health, ImportSpec, KeyAttestation, KeyInfo,
+    Backend, Capabilities, Error, ErrorKind, Health, ImportSpec, KeyAttestation, KeyEntry, KeyInfo,
     KeyMaterial, KeyName, KeyRef, KeySpec, Operation, Result, RsaPadding, SecretBytes, SignInput,
     Signature, SignatureScheme, WrappedKey, WrappingSpec, async_trait,
 };
@@ -120,6 +120,11 @@ impl Backend for Timeout {
 
     async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let call = self.inner.list_keys();
+        self.run(Operation::ListKeys, None, call).await
+    }
+
+    async fn list_entries(&self) -> Result<Vec<KeyEntry>> {
+        let call = self.inner.list_entries();
         self.run(Operation::ListKeys, None, call).await
     }
 

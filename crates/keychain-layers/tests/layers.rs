@@ -769,3 +769,25 @@ async fn every_layer_forwards_attest_key() {
         assert_eq!(inner.calls(Operation::AttestKey), 1, "{layer}");
     }
 }
+
+#[tokio::test]
+async fn every_layer_passes_damaged_keys_through() {
+    let inner = || -> Arc<dyn Backend> { scripted("inner") };
+    let layered: Vec<(&str, Arc<dyn Backend>)> = vec![
+        ("audit", audit(inner(), AuditConfig::default())),
+        ("cache", cache(inner(), CacheConfig::default())),
+        ("fallback", fallback(inner(), inner())),
+        ("metrics", metrics(inner()).0),
+        ("retry", retry(inner(), fast_retry(2))),
+        ("timeout", timeout(inner(), TimeoutPolicy::default())),
+    ];
+    for (layer, backend) in layered {
+        let entries = backend.list_entries().await.unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.name().as_str()).collect();
+        assert_eq!(names, ["listed", "damaged"], "{layer}");
+        assert!(
+            matches!(&entries[1], keychain_core::KeyEntry::Damaged(d) if d.error.kind() == ErrorKind::Integrity),
+            "{layer}"
+        );
+    }
+}

@@ -7,24 +7,32 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, Health, ImportSpec, KeyAlgorithm, KeyInfo,
-    KeyMaterial, KeyName, KeyRef, KeySpec, KeyUsage, KeyUsages, KeyVersion, KeyVersionInfo,
-    Operation, Protection, PublicKey, Result, RsaPadding, SecretBytes, SecretString, SignInput,
-    Signature, SignatureScheme, WrapFormat, WrappedKey, WrappingSpec, async_trait,
+    Backend, Capabilities, DamagedKey, Error, ErrorKind, Health, ImportSpec, KeyAlgorithm,
+    KeyEntry, KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec, KeyUsage, KeyUsages, KeyVersion,
+    KeyVersionInfo, Operation, Protection, PublicKey, Result, RsaPadding, SecretBytes,
+    SecretString, SignInput, Signature, SignatureScheme, WrapFormat, WrappedKey, WrappingSpec,
+    async_trait,
 };
 use keychain_crypto::{
     AUTHENTICATED_LEN, AeadCiphertext, AeadKey, CryptoProvider, HEADER_LEN, NONCE_LEN, PrivateKey,
     TAG_LEN,
 };
-use keychain_storage::{BlobStore, FileStore, FileStoreOptions, MemoryStore};
+use keychain_storage::{BlobStore, FileStore, FileStoreOptions, MemoryStore, Stamp};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ProviderKind};
-use keychain_crypto::pkcs8::{self as format, Kdf};
+use keychain_crypto::pkcs8::{self as format, Kdf, KdfLimits, PasswordVerifier};
 
 const BACKEND: &str = "pkcs8";
 const META: &str = "meta.json";
 const META_FORMAT: u32 = 1;
+/// The store-wide record: the password verifier. Key names have no `.`, so no key's directory
+/// can be called this.
+const STORE_RECORD: &str = "store.json";
+const STORE_FORMAT: u32 = 1;
+/// How often a rotation re-prepares when the key changed algorithm under it (deleted and
+/// re-created by another process between preparing and committing).
+const ROTATE_ATTEMPTS: usize = 3;
 /// Largest `random` request.
 pub const MAX_RANDOM: usize = 1 << 20;
 
@@ -38,6 +46,13 @@ struct Meta {
     usages: KeyUsages,
     exportable: bool,
     versions: Vec<VersionMeta>,
+}
+
+/// `store.json`: what the whole store shares.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoreRecord {
+    format: u32,
+    verifier: PasswordVerifier,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +71,34 @@ impl Meta {
         self.versions.last().map_or(1, |v| v.version)
     }
 
+    /// Checks what [`Pkcs8Backend::read_meta`] cannot leave to serde: versions from 1 up,
+    /// strictly increasing, each naming a key file that is a plain name in the key's directory.
+    fn validate(&self, name: &KeyName) -> std::result::Result<(), String> {
+        if self.format != META_FORMAT {
+            return Err(format!("unknown metadata format {}", self.format));
+        }
+        if &self.name != name {
+            return Err(format!("metadata names the key '{}'", self.name));
+        }
+        if self.versions.is_empty() {
+            return Err("metadata lists no versions".to_owned());
+        }
+        let mut previous = 0;
+        for v in &self.versions {
+            if v.version <= previous {
+                return Err(format!("version {} follows version {previous}", v.version));
+            }
+            previous = v.version;
+            if keychain_storage::validate_key(&v.file).is_err()
+                || v.file.contains('/')
+                || v.file == META
+            {
+                return Err(format!("version {} names the file {:?}", v.version, v.file));
+            }
+        }
+        Ok(())
+    }
+
     fn version(&self, v: KeyVersion) -> Option<&VersionMeta> {
         self.versions.iter().find(|m| m.version == v)
     }
@@ -72,7 +115,7 @@ impl Meta {
                 .map(|v| {
                     KeyVersionInfo::new(
                         v.version,
-                        Some(UNIX_EPOCH + Duration::from_secs(v.created)),
+                        UNIX_EPOCH.checked_add(Duration::from_secs(v.created)),
                         v.public_key.clone(),
                     )
                 })
@@ -89,6 +132,11 @@ enum Loaded {
 
 /// A key's metadata plus the versions decrypted so far.
 struct Entry {
+    /// The stamp of `meta.json` taken before it was read: the entry is current while the stamp
+    /// is unchanged.
+    stamp: Stamp,
+    /// `<name>/meta.json`.
+    meta_key: String,
     meta: Meta,
     /// The newest version once decrypted: the hot path of sign/encrypt takes no lock.
     current: OnceLock<Loaded>,
@@ -96,12 +144,14 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(meta: Meta, loaded: HashMap<KeyVersion, Loaded>) -> Self {
+    fn new(stamp: Stamp, meta: Meta, loaded: HashMap<KeyVersion, Loaded>) -> Self {
         let current = OnceLock::new();
         if let Some(l) = loaded.get(&meta.current()) {
             let _ = current.set(l.clone());
         }
         Self {
+            stamp,
+            meta_key: meta_key(&meta.name),
             meta,
             current,
             loaded: Mutex::new(loaded),
@@ -115,11 +165,13 @@ pub struct Pkcs8Backend {
     store: Arc<dyn BlobStore>,
     password: SecretString,
     kdf: Kdf,
+    limits: KdfLimits,
     provider: Arc<dyn CryptoProvider>,
     capabilities: Capabilities,
     cache: RwLock<HashMap<KeyName, Arc<Entry>, foldhash::quality::RandomState>>,
-    /// Serializes create/rotate/delete within this process.
-    writer: tokio::sync::Mutex<()>,
+    /// Set once the password matched the store's verifier (or became it): it cannot change
+    /// afterwards, since no one can write a verifier over an existing one.
+    password_verified: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -172,6 +224,34 @@ fn meta_key(name: &KeyName) -> String {
     format!("{name}/{META}")
 }
 
+/// A key file's content, encrypted and ready to be stored as some version.
+struct PreparedVersion {
+    pem: String,
+    public_key: Option<PublicKey>,
+}
+
+fn wrong_password() -> Error {
+    Error::new(
+        ErrorKind::Unauthenticated,
+        "wrong password: this key store was created with another password",
+    )
+}
+
+fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("metadata encoding: {e}")))
+}
+
+/// Runs CPU-heavy work (KDFs, key generation) off the async threads.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("{what} task failed: {e}")))?
+}
+
 impl Pkcs8Backend {
     /// Opens the backend described by `config`: resolves the password, opens (or creates, 0700)
     /// the key directory, or uses memory when `config.dir` is `None`.
@@ -196,21 +276,39 @@ impl Pkcs8Backend {
             None => Arc::new(MemoryStore::new()),
         };
         let provider = provider(config.provider).map_err(ctx)?;
-        Self::with_store(store, password, config.kdf, provider).map_err(ctx)
+        Self::build(store, password, config.kdf, config.kdf_limits, provider).map_err(ctx)
     }
 
-    /// Builds a backend over any [`BlobStore`] and [`CryptoProvider`].
+    /// Builds a backend over any [`BlobStore`] and [`CryptoProvider`], with the default
+    /// [`KdfLimits`].
     ///
     /// # Errors
-    /// `InvalidInput` for an empty password.
+    /// `InvalidInput` for an empty password or KDF parameters [`Kdf::check`] refuses.
     pub fn with_store(
         store: Arc<dyn BlobStore>,
         password: SecretString,
         kdf: Kdf,
         provider: Arc<dyn CryptoProvider>,
     ) -> Result<Self> {
+        Self::build(store, password, kdf, KdfLimits::default(), provider)
+    }
+
+    fn build(
+        store: Arc<dyn BlobStore>,
+        password: SecretString,
+        kdf: Kdf,
+        limits: KdfLimits,
+        provider: Arc<dyn CryptoProvider>,
+    ) -> Result<Self> {
         if password.expose().is_empty() {
             return Err(Error::invalid_input("the password is empty").with_backend(BACKEND));
+        }
+        kdf.check(&limits).map_err(|e| e.with_backend(BACKEND))?;
+        if kdf.below_recommendation() {
+            tracing::warn!(
+                ?kdf,
+                "key files will be written with KDF parameters below OWASP's recommendation"
+            );
         }
         let mut capabilities = Capabilities::new(BACKEND, Protection::Software);
         capabilities.algorithms = provider.algorithms();
@@ -228,10 +326,11 @@ impl Pkcs8Backend {
             store,
             password,
             kdf,
+            limits,
             provider,
             capabilities,
             cache: RwLock::new(HashMap::default()),
-            writer: tokio::sync::Mutex::new(()),
+            password_verified: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         })
     }
@@ -261,44 +360,271 @@ impl Pkcs8Backend {
         let Some(bytes) = self.store.get(&meta_key(name)).await? else {
             return Ok(None);
         };
-        let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| {
+        Self::parse_meta(name, &bytes).map(Some)
+    }
+
+    fn parse_meta(name: &KeyName, bytes: &[u8]) -> Result<Meta> {
+        let damaged = |why: String| {
             Error::new(
                 ErrorKind::Integrity,
-                format!("key metadata is corrupt: {e}"),
+                format!("the metadata of key '{name}' is damaged: {why}"),
             )
-        })?;
-        if meta.format != META_FORMAT || &meta.name != name || meta.versions.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Integrity,
-                "key metadata is inconsistent (format, name or versions)",
-            ));
-        }
-        Ok(Some(meta))
+        };
+        let meta: Meta = serde_json::from_slice(bytes).map_err(|e| damaged(e.to_string()))?;
+        meta.validate(name).map_err(damaged)?;
+        Ok(meta)
     }
 
     fn not_found(name: &KeyName) -> Error {
         Error::not_found(format!("no key named '{name}'"))
     }
 
-    /// The cached entry for `name`, reading its metadata on first use.
+    /// The entry for `name`: the cached one while its metadata is unchanged on disk (its
+    /// stamp), else read afresh, keeping the decrypted versions whose key files are the same.
     async fn entry(&self, name: &KeyName) -> Result<Arc<Entry>> {
-        if let Some(e) = self
+        let meta_key = meta_key(name);
+        // Taken before the read: a change after it makes the next check reload.
+        let Some(stamp) = self.store.stamp(&meta_key)? else {
+            write(&self.cache).remove(name);
+            return Err(Self::not_found(name));
+        };
+        let cached = self
             .cache
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
+            .cloned();
+        if let Some(e) = &cached
+            && e.stamp == stamp
         {
-            return Ok(e.clone());
+            return Ok(Arc::clone(e));
         }
         let meta = self
             .read_meta(name)
             .await?
             .ok_or_else(|| Self::not_found(name))?;
-        let entry = Arc::new(Entry::new(meta, HashMap::new()));
-        Ok(write(&self.cache)
-            .entry(name.clone())
-            .or_insert(entry)
-            .clone())
+        let mut loaded = HashMap::new();
+        if let Some(old) = cached {
+            // A version number is only the same key if it names the same file: the key may
+            // have been deleted and re-created under the same name by another process.
+            for (version, key) in lock(&old.loaded).iter() {
+                if old.meta.version(*version).map(|v| &v.file)
+                    == meta.version(*version).map(|v| &v.file)
+                {
+                    loaded.insert(*version, key.clone());
+                }
+            }
+        }
+        let entry = Arc::new(Entry::new(stamp, meta, loaded));
+        write(&self.cache).insert(name.clone(), Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    /// Proves the password before anything is written: checks it against the store's
+    /// verifier, or, in a store that has none yet, makes it the verifier once it opens an
+    /// existing key (or the store has no key). Afterwards it is never checked again.
+    ///
+    /// # Errors
+    /// `Unauthenticated` for a password that is not the store's; `Integrity` for a damaged
+    /// verifier.
+    async fn ensure_password(&self) -> Result<()> {
+        if self.password_verified.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        loop {
+            if let Some(verifier) = self.read_verifier().await? {
+                if !self.check_verifier(verifier).await? {
+                    return Err(wrong_password());
+                }
+                self.password_verified.store(true, Ordering::Release);
+                return Ok(());
+            }
+            self.prove_with_existing_key().await?;
+            let record = self.new_store_record().await?;
+            match self.store.create(STORE_RECORD, &record).await {
+                Ok(()) => {
+                    self.password_verified.store(true, Ordering::Release);
+                    return Ok(());
+                }
+                // Another process made the verifier first: check against theirs.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn read_verifier(&self) -> Result<Option<PasswordVerifier>> {
+        let Some(bytes) = self.store.get(STORE_RECORD).await? else {
+            return Ok(None);
+        };
+        let record: StoreRecord = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Integrity,
+                format!("the store record {STORE_RECORD} is damaged: {e}"),
+            )
+        })?;
+        if record.format != STORE_FORMAT {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "the store record {STORE_RECORD} has the unknown format {}",
+                    record.format
+                ),
+            ));
+        }
+        Ok(Some(record.verifier))
+    }
+
+    async fn check_verifier(&self, verifier: PasswordVerifier) -> Result<bool> {
+        let password = self.password.duplicate();
+        let limits = self.limits;
+        blocking("password check", move || {
+            verifier.verify(password.expose().as_bytes(), &limits)
+        })
+        .await
+    }
+
+    async fn new_store_record(&self) -> Result<Vec<u8>> {
+        let password = self.password.duplicate();
+        let (kdf, limits) = (self.kdf, self.limits);
+        let verifier = blocking("password verifier", move || {
+            PasswordVerifier::new(password.expose().as_bytes(), kdf, &limits)
+        })
+        .await?;
+        encode_json(&StoreRecord {
+            format: STORE_FORMAT,
+            verifier,
+        })
+    }
+
+    /// In a store without a verifier (made before there was one): the password must open one
+    /// of the existing keys, newest version first. A store with no key proves nothing, and any
+    /// password may become its verifier.
+    async fn prove_with_existing_key(&self) -> Result<()> {
+        let mut tried = false;
+        for name in self.key_names().await? {
+            let Ok(Some(meta)) = self.read_meta(&name).await else {
+                continue;
+            };
+            let Some(vm) = meta.versions.last() else {
+                continue;
+            };
+            let Some(data) = self.store.get(&format!("{name}/{}", vm.file)).await? else {
+                continue;
+            };
+            tried = true;
+            let password = self.password.duplicate();
+            let limits = self.limits;
+            let opened = blocking("password check", move || {
+                let der =
+                    format::decrypt_with_limits(&data, password.expose().as_bytes(), &limits)?;
+                format::inspect(der.expose()).map(drop)
+            })
+            .await;
+            if opened.is_ok() {
+                return Ok(());
+            }
+        }
+        if tried { Err(wrong_password()) } else { Ok(()) }
+    }
+
+    /// Every key with a metadata file, read back: healthy, or damaged with the reason.
+    async fn scan(&self) -> Result<Vec<KeyEntry>> {
+        let mut out = Vec::new();
+        for name in self.key_names().await? {
+            match self.read_meta(&name).await {
+                Ok(Some(meta)) => out.push(KeyEntry::Healthy(meta.info())),
+                // Deleted between the listing and the read: not listed.
+                Ok(None) => {}
+                Err(e) if e.kind() == ErrorKind::Integrity => {
+                    out.push(KeyEntry::Damaged(DamagedKey::new(name, e)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of every key with a metadata file, healthy or not, sorted.
+    async fn key_names(&self) -> Result<Vec<KeyName>> {
+        let suffix = format!("/{META}");
+        Ok(self
+            .store
+            .list("")
+            .await?
+            .iter()
+            .filter_map(|path| path.strip_suffix(&suffix))
+            .filter_map(|name| KeyName::new(name).ok())
+            .collect())
+    }
+
+    /// The error for a stored key file that did not decrypt: `Unauthenticated` when the
+    /// password is not the store's (or the store cannot tell), `Integrity` when it is — the
+    /// file is then damaged or was written under another password — and `Integrity` for a file
+    /// that is no usable encrypted key at all.
+    async fn undecryptable(&self, name: &KeyName, version: KeyVersion, error: Error) -> Error {
+        match error.kind() {
+            ErrorKind::Unauthenticated => {}
+            ErrorKind::Integrity => return error,
+            // A stored file asking for too much work, or naming a scheme nobody writes, was
+            // damaged or planted: it is the store's integrity that failed, not the caller's
+            // input.
+            _ => {
+                return Error::new(
+                    ErrorKind::Integrity,
+                    format!(
+                        "version {version} of key '{name}' is an unusable key file: {}",
+                        error.message()
+                    ),
+                );
+            }
+        }
+        match self.read_verifier().await {
+            Ok(Some(verifier)) => match self.check_verifier(verifier).await {
+                Ok(true) => {
+                    self.password_verified.store(true, Ordering::Release);
+                    Error::new(
+                        ErrorKind::Integrity,
+                        format!(
+                            "version {version} of key '{name}' does not decrypt although the \
+                             password is the store's: its key file is damaged or was written \
+                             under another password"
+                        ),
+                    )
+                }
+                Ok(false) => wrong_password(),
+                Err(e) => e,
+            },
+            Ok(None) => error,
+            Err(e) => e,
+        }
+    }
+
+    /// Removes the files in `name`'s directory that `meta` does not list: left by a process
+    /// killed between writing a key file and committing the metadata. Only call it holding the
+    /// key's record lock, under which every writer of the directory works.
+    async fn remove_orphans(&self, name: &KeyName, meta: Option<&Meta>) {
+        let prefix = format!("{name}/");
+        let files = match self.store.list(&prefix).await {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(key = %name, error = %e, "could not list a key's files");
+                return;
+            }
+        };
+        for path in files {
+            let file = &path[prefix.len()..];
+            let listed =
+                file == META || meta.is_some_and(|m| m.versions.iter().any(|v| v.file == file));
+            if !listed {
+                match self.store.delete(&path).await {
+                    Ok(_) => tracing::debug!(key = %name, file, "removed an orphaned key file"),
+                    Err(e) => {
+                        tracing::warn!(key = %name, file, error = %e, "could not remove an orphaned key file");
+                    }
+                }
+            }
+        }
     }
 
     /// Decrypts and parses one version of a key (KDF work off the async threads), cached.
@@ -329,9 +655,28 @@ impl Pkcs8Backend {
         let password = self.password.duplicate();
         let provider = self.provider.clone();
         let algorithm = entry.meta.algorithm;
-        let loaded = tokio::task::spawn_blocking(move || -> Result<Loaded> {
-            let der = format::decrypt(&data, password.expose().as_bytes())?;
-            let plain = format::inspect(der.expose())?;
+        let limits = self.limits;
+        let decrypted = blocking("key loading", move || {
+            format::decrypt_with_limits(&data, password.expose().as_bytes(), &limits)
+        })
+        .await;
+        let der = match decrypted {
+            Ok(der) => der,
+            Err(e) => return Err(self.undecryptable(&entry.meta.name, version, e).await),
+        };
+        let name = entry.meta.name.clone();
+        let loaded = blocking("key loading", move || -> Result<Loaded> {
+            // The file decrypted, so whatever is wrong with its content is damage, not input.
+            let damaged = |e: Error| {
+                Error::new(
+                    ErrorKind::Integrity,
+                    format!(
+                        "version {version} of key '{name}' holds a damaged key: {}",
+                        e.message()
+                    ),
+                )
+            };
+            let plain = format::inspect(der.expose()).map_err(damaged)?;
             if plain.algorithm != algorithm {
                 return Err(Error::new(
                     ErrorKind::Integrity,
@@ -344,29 +689,50 @@ impl Pkcs8Backend {
             if algorithm.is_symmetric() {
                 Ok(Loaded::Aead(
                     provider
-                        .aead_key(algorithm, plain.material.expose())?
+                        .aead_key(algorithm, plain.material.expose())
+                        .map_err(damaged)?
                         .into(),
                 ))
             } else {
                 Ok(Loaded::Private(
                     provider
-                        .private_key(algorithm, plain.material.expose())?
+                        .private_key(algorithm, plain.material.expose())
+                        .map_err(damaged)?
                         .into(),
                 ))
             }
         })
-        .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Unexpected,
-                format!("key loading task failed: {e}"),
-            )
-        })??;
+        .await?;
+        if !self.password_verified.load(Ordering::Acquire) {
+            self.adopt_password_after_unlock().await;
+        }
         lock(&entry.loaded).insert(version, loaded.clone());
         if is_current {
             let _ = entry.current.set(loaded.clone());
         }
         Ok(loaded)
+    }
+
+    /// After a key file opened in a store that has no verifier yet (one made before there were
+    /// verifiers), makes the password that opened it the verifier. Best effort: a read must not
+    /// fail because the store is read-only.
+    async fn adopt_password_after_unlock(&self) {
+        match self.read_verifier().await {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => {}
+        }
+        let created = match self.new_store_record().await {
+            Ok(record) => self.store.create(STORE_RECORD, &record).await,
+            Err(e) => Err(e),
+        };
+        match created {
+            Ok(()) => {
+                self.password_verified.store(true, Ordering::Release);
+                tracing::info!("recorded a password verifier for a store that had none");
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => tracing::warn!(error = %e, "could not record a password verifier"),
+        }
     }
 
     /// Seals `plaintext` into the self-describing ciphertext format under `version`.
@@ -380,15 +746,16 @@ impl Pkcs8Backend {
         let mut nonce = [0u8; NONCE_LEN];
         self.provider.fill_random(&mut nonce)?;
         let header = AeadCiphertext::header_array(version, &nonce);
-        let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+        let mut out = Vec::with_capacity(plaintext.len().saturating_add(HEADER_LEN + TAG_LEN));
         out.extend_from_slice(&header);
         // The header's first bytes are authenticated as a prefix of the caller's AAD; short
         // AADs (the common case) are assembled on the stack.
         let mut small = [0u8; 64];
-        let full_aad: std::borrow::Cow<'_, [u8]> = if AUTHENTICATED_LEN + aad.len() <= small.len() {
+        let full_len = aad.len().saturating_add(AUTHENTICATED_LEN);
+        let full_aad: std::borrow::Cow<'_, [u8]> = if full_len <= small.len() {
             small[..AUTHENTICATED_LEN].copy_from_slice(&header[..AUTHENTICATED_LEN]);
-            small[AUTHENTICATED_LEN..AUTHENTICATED_LEN + aad.len()].copy_from_slice(aad);
-            std::borrow::Cow::Borrowed(&small[..AUTHENTICATED_LEN + aad.len()])
+            small[AUTHENTICATED_LEN..full_len].copy_from_slice(aad);
+            std::borrow::Cow::Borrowed(&small[..full_len])
         } else {
             AeadCiphertext::full_aad(&header, aad).into()
         };
@@ -407,14 +774,13 @@ impl Pkcs8Backend {
         }
     }
 
-    /// Encrypts the material and writes it as a new, uniquely named version file.
-    async fn write_version(
+    /// Encrypts the material into a key file's content (the slow KDF, done before any lock is
+    /// taken); [`Pkcs8Backend::write_version`] stores it.
+    async fn prepare_version(
         &self,
-        name: &KeyName,
-        version: KeyVersion,
         algorithm: KeyAlgorithm,
         material: &SecretBytes,
-    ) -> Result<VersionMeta> {
+    ) -> Result<PreparedVersion> {
         let (der, public_key) = if algorithm.is_symmetric() {
             (
                 format::symmetric_to_pkcs8(algorithm, material.expose())?,
@@ -425,28 +791,33 @@ impl Pkcs8Backend {
             (material.duplicate(), Some(key.public_key().clone()))
         };
         let password = self.password.duplicate();
-        let kdf = self.kdf;
-        let pem = tokio::task::spawn_blocking(move || {
-            format::encrypt(der.expose(), password.expose().as_bytes(), kdf)
+        let (kdf, limits) = (self.kdf, self.limits);
+        let pem = blocking("encryption", move || {
+            format::encrypt_with_limits(der.expose(), password.expose().as_bytes(), kdf, &limits)
         })
-        .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Unexpected,
-                format!("encryption task failed: {e}"),
-            )
-        })??;
+        .await?;
+        Ok(PreparedVersion { pem, public_key })
+    }
+
+    /// Stores a prepared key file as `version` under a fresh unique name. Call it holding the
+    /// key's record lock.
+    async fn write_version(
+        &self,
+        name: &KeyName,
+        version: KeyVersion,
+        prepared: &PreparedVersion,
+    ) -> Result<VersionMeta> {
         let mut id = [0u8; 6];
         self.provider.fill_random(&mut id)?;
         let file = format!("v{version}-{}.pem", hex::encode(id));
         self.store
-            .create(&format!("{name}/{file}"), pem.as_bytes())
+            .create(&format!("{name}/{file}"), prepared.pem.as_bytes())
             .await?;
         Ok(VersionMeta {
             version,
             created: now_secs(),
             file,
-            public_key,
+            public_key: prepared.public_key.clone(),
         })
     }
 
@@ -462,14 +833,25 @@ impl Pkcs8Backend {
         if !self.capabilities.supports_algorithm(algorithm) {
             return Err(Error::unsupported(format!("{algorithm} keys")));
         }
-        let _w = self.writer.lock().await;
-        if self.store.get(&meta_key(name)).await?.is_some() {
-            return Err(Error::new(
+        self.ensure_password().await?;
+        let already_exists = || {
+            Error::new(
                 ErrorKind::AlreadyExists,
                 format!("a key named '{name}' already exists"),
-            ));
+            )
+        };
+        // Cheap early answer; the check under the lock below is the one that counts.
+        if self.store.stamp(&meta_key(name))?.is_some() {
+            return Err(already_exists());
         }
-        let vm = self.write_version(name, 1, algorithm, &material).await?;
+        let prepared = self.prepare_version(algorithm, &material).await?;
+        let _lock = self.store.lock(name.as_str()).await?;
+        if self.store.stamp(&meta_key(name))?.is_some() {
+            return Err(already_exists());
+        }
+        // Files without metadata are a killed creator's leftovers.
+        self.remove_orphans(name, None).await;
+        let vm = self.write_version(name, 1, &prepared).await?;
         let file = format!("{name}/{}", vm.file);
         let meta = Meta {
             format: META_FORMAT,
@@ -479,10 +861,11 @@ impl Pkcs8Backend {
             exportable,
             versions: vec![vm],
         };
-        let json = serde_json::to_vec_pretty(&meta)
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("metadata encoding: {e}")))?;
-        if let Err(e) = self.store.create(&meta_key(name), &json).await {
-            // Another process created the key meanwhile: drop our orphan file, keep theirs.
+        if let Err(e) = self
+            .store
+            .create(&meta_key(name), &encode_json(&meta)?)
+            .await
+        {
             let _ = self.store.delete(&file).await;
             return Err(e);
         }
@@ -525,11 +908,7 @@ impl Backend for Pkcs8Backend {
             let usages = Self::usages_for(spec.algorithm, spec.usages)?;
             let provider = self.provider.clone();
             let algorithm = spec.algorithm;
-            let material = tokio::task::spawn_blocking(move || provider.generate(algorithm))
-                .await
-                .map_err(|e| {
-                    Error::new(ErrorKind::Unexpected, format!("keygen task failed: {e}"))
-                })??;
+            let material = blocking("key generation", move || provider.generate(algorithm)).await?;
             self.create_key(name, algorithm, usages, spec.exportable, material)
                 .await
         })
@@ -555,40 +934,39 @@ impl Backend for Pkcs8Backend {
     async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         self.ctx(Operation::ListKeys, None, async {
             let mut out = Vec::new();
-            for path in self.store.list("").await? {
-                let Some(name) = path.strip_suffix(&format!("/{META}")) else {
-                    continue;
-                };
-                let Ok(name) = KeyName::new(name) else {
-                    continue;
-                };
-                // A key deleted between list and read is simply not listed.
-                if let Some(meta) = self.read_meta(&name).await? {
-                    out.push(meta.info());
+            for entry in self.scan().await? {
+                match entry {
+                    KeyEntry::Healthy(info) => out.push(info),
+                    KeyEntry::Damaged(damaged) => tracing::warn!(
+                        key = %damaged.name,
+                        error = %damaged.error,
+                        "not listing a damaged key"
+                    ),
                 }
             }
-            out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)
         })
         .await
     }
 
+    async fn list_entries(&self) -> Result<Vec<KeyEntry>> {
+        self.ctx(Operation::ListKeys, None, self.scan()).await
+    }
+
     async fn delete_key(&self, name: &KeyName) -> Result<()> {
         self.ctx(Operation::DeleteKey, Some(name), async {
-            let _w = self.writer.lock().await;
-            let meta = self.read_meta(name).await?;
+            self.ensure_password().await?;
+            let _lock = self.store.lock(name.as_str()).await?;
             // Deleting the metadata is the commit point: after it the key is gone whatever
-            // happens to the version files.
-            if !self.store.delete(&meta_key(name)).await? {
-                return Err(Self::not_found(name));
-            }
+            // happens to its files. The metadata is not parsed, so a damaged key deletes too.
+            let existed = self.store.delete(&meta_key(name)).await?;
             write(&self.cache).remove(name);
-            for vm in meta.iter().flat_map(|m| m.versions.iter()) {
-                if let Err(e) = self.store.delete(&format!("{name}/{}", vm.file)).await {
-                    tracing::warn!(key = %name, error = %e, "could not remove a deleted key's file");
-                }
+            self.remove_orphans(name, None).await;
+            if existed {
+                Ok(())
+            } else {
+                Err(Self::not_found(name))
             }
-            Ok(())
         })
         .await
     }
@@ -652,12 +1030,17 @@ impl Backend for Pkcs8Backend {
     }
 
     async fn encrypt(&self, key: &KeyRef, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        // Hot path: the key's current version is decrypted and cached; nothing to await. The
-        // seal runs under the cache's read lock (microseconds, shared) rather than paying for an
-        // `Arc` clone and drop per call.
+        // Hot path: the key's current version is decrypted and cached, and its metadata is
+        // unchanged on disk (same stamp); nothing to await. The seal runs under the cache's
+        // read lock (microseconds, shared) rather than paying for an `Arc` clone and drop per
+        // call.
         {
             let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(entry) = cache.get(key.name())
+                && self
+                    .store
+                    .stamp(&entry.meta_key)
+                    .is_ok_and(|s| s == Some(entry.stamp))
                 && key.version().is_none_or(|v| v == entry.meta.current())
                 && let Some(Loaded::Aead(k)) = entry.current.get()
                 && entry.meta.usages.contains(KeyUsage::Encrypt)
@@ -727,37 +1110,52 @@ impl Backend for Pkcs8Backend {
 
     async fn rotate_key(&self, name: &KeyName) -> Result<KeyInfo> {
         self.ctx(Operation::RotateKey, Some(name), async {
-            let _w = self.writer.lock().await;
-            let mut meta = self
+            self.ensure_password().await?;
+            let mut algorithm = self
                 .read_meta(name)
                 .await?
-                .ok_or_else(|| Self::not_found(name))?;
-            let provider = self.provider.clone();
-            let algorithm = meta.algorithm;
-            let material = tokio::task::spawn_blocking(move || provider.generate(algorithm))
-                .await
-                .map_err(|e| {
-                    Error::new(ErrorKind::Unexpected, format!("keygen task failed: {e}"))
-                })??;
-            let version = meta.current() + 1;
-            let vm = self
-                .write_version(name, version, algorithm, &material)
-                .await?;
-            let file = format!("{name}/{}", vm.file);
-            meta.versions.push(vm);
-            let json = serde_json::to_vec_pretty(&meta).map_err(|e| {
-                Error::new(ErrorKind::Unexpected, format!("metadata encoding: {e}"))
-            })?;
-            if let Err(e) = self.store.put(&meta_key(name), &json).await {
-                let _ = self.store.delete(&file).await;
-                return Err(e);
+                .ok_or_else(|| Self::not_found(name))?
+                .algorithm;
+            for _ in 0..ROTATE_ATTEMPTS {
+                // Key generation and the KDF happen before the lock, so concurrent rotations
+                // hold it only for the writes.
+                let provider = self.provider.clone();
+                let material =
+                    blocking("key generation", move || provider.generate(algorithm)).await?;
+                let prepared = self.prepare_version(algorithm, &material).await?;
+                let _lock = self.store.lock(name.as_str()).await?;
+                // Re-read under the lock: another process may have rotated or deleted it.
+                let mut meta = self
+                    .read_meta(name)
+                    .await?
+                    .ok_or_else(|| Self::not_found(name))?;
+                if meta.algorithm != algorithm {
+                    // Deleted and re-created as another kind of key meanwhile.
+                    algorithm = meta.algorithm;
+                    continue;
+                }
+                let version = meta.current().checked_add(1).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::CapacityExceeded,
+                        format!("key '{name}' has used up its version numbers"),
+                    )
+                })?;
+                self.remove_orphans(name, Some(&meta)).await;
+                let vm = self.write_version(name, version, &prepared).await?;
+                let file = format!("{name}/{}", vm.file);
+                meta.versions.push(vm);
+                if let Err(e) = self.store.put(&meta_key(name), &encode_json(&meta)?).await {
+                    let _ = self.store.delete(&file).await;
+                    return Err(e);
+                }
+                // The next use re-reads the metadata (its stamp changed) and keeps the
+                // versions already decrypted.
+                return Ok(meta.info());
             }
-            // Keep already-decrypted versions; the new one loads on first use.
-            let old = write(&self.cache).remove(name);
-            let loaded = old.map(|e| lock(&e.loaded).clone()).unwrap_or_default();
-            let info = meta.info();
-            write(&self.cache).insert(name.clone(), Arc::new(Entry::new(meta, loaded)));
-            Ok(info)
+            Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("key '{name}' kept changing while it was being rotated; try again"),
+            ))
         })
         .await
     }
@@ -805,14 +1203,21 @@ impl Backend for Pkcs8Backend {
                 .await?
                 .ok_or_else(|| Error::new(ErrorKind::Integrity, "key file is missing"))?;
             let own = self.password.duplicate();
+            let limits = self.limits;
+            let decrypted = blocking("export", move || {
+                format::decrypt_with_limits(&data, own.expose().as_bytes(), &limits)
+            })
+            .await;
+            let der = match decrypted {
+                Ok(der) => der,
+                Err(e) => return Err(self.undecryptable(&meta.name, version, e).await),
+            };
             let theirs = password.duplicate();
             let kdf = self.kdf;
-            let pem = tokio::task::spawn_blocking(move || {
-                let der = format::decrypt(&data, own.expose().as_bytes())?;
-                format::encrypt(der.expose(), theirs.expose().as_bytes(), kdf)
+            let pem = blocking("export", move || {
+                format::encrypt_with_limits(der.expose(), theirs.expose().as_bytes(), kdf, &limits)
             })
-            .await
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("export task failed: {e}")))??;
+            .await?;
             let (_, der) = der::pem::decode_vec(pem.as_bytes())
                 .map_err(|e| Error::new(ErrorKind::Unexpected, format!("PEM: {e}")))?;
             Ok(WrappedKey::new(
@@ -838,11 +1243,10 @@ impl Backend for Pkcs8Backend {
                 ));
             };
             let (w, pw, want) = (wrapped.clone(), password.duplicate(), spec.algorithm);
-            let plain = tokio::task::spawn_blocking(move || {
+            let plain = blocking("import", move || {
                 format::open_password_export(&w, pw.expose().as_bytes(), want)
             })
-            .await
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("import task failed: {e}")))??;
+            .await?;
             let material = if plain.algorithm.is_symmetric() {
                 KeyMaterial::Symmetric(plain.material)
             } else {

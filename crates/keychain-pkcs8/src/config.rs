@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use keychain_core::SecretSource;
-use keychain_crypto::pkcs8::Kdf;
+use keychain_crypto::pkcs8::{Kdf, KdfLimits};
 use serde::{Deserialize, Serialize};
 
 /// Configuration for [`crate::Pkcs8Backend::open`].
@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 /// ```toml
 /// dir = "./.keychain"                          # omit for an in-memory (ephemeral) store
 /// password = { env = "KEYCHAIN_PASSWORD" }
-/// kdf = { pbkdf2 = { iterations = 600000 } }   # or { scrypt = { log-n = 14, r = 8, p = 1 } }
+/// kdf = { pbkdf2 = { iterations = 600000 } }   # or { scrypt = { log-n = 14, r = 8, p = 5 } }
+/// kdf-limits = { max-pbkdf2-iterations = 10000000, max-scrypt-memory = 268435456 }
 /// provider = "aws-lc-rs"                       # or "rustcrypto"
 /// ```
 #[derive(Debug, Serialize, Deserialize)]
@@ -22,8 +23,14 @@ pub struct Config {
     pub dir: Option<PathBuf>,
     /// The password that encrypts every key file. Default: the `KEYCHAIN_PASSWORD` variable.
     pub password: SecretSource,
-    /// How the password becomes an encryption key for newly written files.
+    /// How the password becomes an encryption key for newly written files. Checked when the
+    /// backend opens ([`Kdf::check`]): at least 1 000 PBKDF2 iterations or scrypt N = 2^10, and
+    /// within `kdf-limits`.
     pub kdf: Kdf,
+    /// The most work and memory a key derivation may take, for the configured KDF and for every
+    /// key file read or imported (a hostile file cannot make the process allocate or spin
+    /// without bound).
+    pub kdf_limits: KdfLimits,
     /// Which software crypto implementation does the work.
     pub provider: ProviderKind,
     /// Open a key directory even if group or others can access it (not recommended).
@@ -36,6 +43,7 @@ impl Default for Config {
             dir: None,
             password: SecretSource::env("KEYCHAIN_PASSWORD"),
             kdf: Kdf::default(),
+            kdf_limits: KdfLimits::default(),
             provider: ProviderKind::default(),
             allow_insecure_permissions: false,
         }

@@ -2,15 +2,17 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keychain_core::{Error, ErrorKind, ProviderCode, Result, async_trait};
 
-use crate::BlobStore;
+use crate::key::MAX_SEGMENT_LEN;
 use crate::key::{ancestors, conflict, validate_key, validate_prefix, validate_segment};
+use crate::{BlobStore, RecordLock, Stamp};
 
 /// Mode of every blob file the store writes.
 const FILE_MODE: u32 = 0o600;
@@ -20,6 +22,11 @@ const DIR_MODE: u32 = 0o700;
 const LOCK_FILE: &str = ".lock";
 /// Name prefix of temporary files. Keys cannot start with `.`, so these never collide with keys.
 const TEMP_PREFIX: &str = ".tmp-";
+/// Directory in the root holding the files behind [`BlobStore::lock`]. They are never removed:
+/// removing a lock file while another process waits on it would let two holders in.
+const LOCKS_DIR: &str = ".locks";
+/// Default of [`FileStoreOptions::lock_timeout`].
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options for [`FileStore::open`].
 ///
@@ -28,12 +35,24 @@ const TEMP_PREFIX: &str = ".tmp-";
 /// let options = FileStoreOptions::default().with_allow_insecure_permissions(true);
 /// assert!(options.allow_insecure_permissions);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FileStoreOptions {
     /// Open the root even if its mode grants group or others any access (`mode & 0o077 != 0`).
     /// Off by default: key material in a world-readable directory is a mistake worth stopping on.
     pub allow_insecure_permissions: bool,
+    /// How long [`BlobStore::lock`] waits for a lock another holder keeps before it fails with
+    /// `ErrorKind::Timeout`. Default: 30 seconds.
+    pub lock_timeout: Duration,
+}
+
+impl Default for FileStoreOptions {
+    fn default() -> Self {
+        Self {
+            allow_insecure_permissions: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
 }
 
 impl FileStoreOptions {
@@ -41,6 +60,13 @@ impl FileStoreOptions {
     #[must_use]
     pub const fn with_allow_insecure_permissions(mut self, allow: bool) -> Self {
         self.allow_insecure_permissions = allow;
+        self
+    }
+
+    /// Sets [`FileStoreOptions::lock_timeout`].
+    #[must_use]
+    pub const fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
         self
     }
 }
@@ -62,6 +88,12 @@ impl FileStoreOptions {
 /// - **Locking.** Mutations (`put`, `create`, `delete`) hold an exclusive advisory lock
 ///   (`flock(2)`) on `<root>/.lock`, so writers in several threads, stores or processes on one root
 ///   are serialised. Reads take no lock: they only ever see complete files.
+/// - **Record locks.** [`BlobStore::lock`] takes `flock(2)` on `<root>/.locks/<name>`; other
+///   processes honour it, and the kernel releases it when its holder exits or is killed.
+/// - **Stamps.** [`BlobStore::stamp`] is one `lstat(2)`: device, inode, size and modification
+///   time. Every write renames a new file into place, its modification time set from the
+///   nanosecond clock, so a stamp repeats only on a file system that keeps coarser times
+///   (ext4 with 128-byte inodes keeps seconds) and reuses an inode for a same-sized blob.
 /// - **Crash leftovers.** A crash can leave a `.tmp-…` file behind. Such files are never listed or
 ///   read, and [`FileStore::open`] removes them.
 ///
@@ -72,6 +104,7 @@ impl FileStoreOptions {
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+    lock_timeout: Duration,
 }
 
 impl FileStore {
@@ -122,7 +155,10 @@ impl FileStore {
             ));
         }
         remove_leftover_temp_files(&root);
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            lock_timeout: options.lock_timeout,
+        })
     }
 
     /// The root directory, as given to [`FileStore::open`].
@@ -255,6 +291,97 @@ impl BlobStore for FileStore {
         })
         .await
     }
+
+    async fn lock(&self, name: &str) -> Result<RecordLock> {
+        validate_key(name)?;
+        let file_name = lock_file_name(name);
+        let timeout = self.lock_timeout;
+        let name = name.to_owned();
+        self.blocking(move |root| {
+            let dir = root.join(LOCKS_DIR);
+            match DirBuilder::new().mode(DIR_MODE).create(&dir) {
+                Ok(()) => fs::set_permissions(&dir, fs::Permissions::from_mode(DIR_MODE))
+                    .map_err(|e| io_error(e, "setting permissions of", &dir))?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_error(e, "creating directory", &dir)),
+            }
+            let path = dir.join(file_name);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(FILE_MODE)
+                .open(&path)
+                .map_err(|e| io_error(e, "opening lock file", &path))?;
+            // Polling rather than a blocking flock, so a lock that is never released (a hung
+            // holder) ends in a Timeout instead of a thread parked forever.
+            let start = Instant::now();
+            let mut pause = Duration::from_millis(1);
+            loop {
+                match file.try_lock() {
+                    Ok(()) => return Ok(RecordLock::new(file)),
+                    Err(std::fs::TryLockError::WouldBlock) => {}
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(io_error(e, "locking", &path));
+                    }
+                }
+                let waited = start.elapsed();
+                if waited >= timeout {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "lock {name:?} of store {} is still held by another user after \
+                             {waited:.1?}",
+                            root.display()
+                        ),
+                    ));
+                }
+                std::thread::sleep(pause.min(timeout.saturating_sub(waited)));
+                pause = pause.saturating_mul(2).min(Duration::from_millis(20));
+            }
+        })
+        .await
+    }
+
+    fn stamp(&self, key: &str) -> Result<Option<Stamp>> {
+        validate_key(key)?;
+        let path = self.root.join(key);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                // Nanoseconds since the epoch wrap only in 2554.
+                let mtime = (meta.mtime() as u64)
+                    .wrapping_mul(1_000_000_000)
+                    .wrapping_add(meta.mtime_nsec() as u64);
+                Ok(Some(Stamp::new([
+                    meta.dev(),
+                    meta.ino(),
+                    meta.len(),
+                    mtime,
+                ])))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(io_error(e, "inspecting", &path)),
+        }
+    }
+}
+
+/// The file behind the record lock `name` (a valid key): `/` becomes `%`, which no key holds,
+/// so distinct names get distinct files. Names too long for one file name are shortened to a
+/// prefix plus a hash of the whole; two names sharing a file only share a lock, which costs
+/// concurrency, never safety.
+fn lock_file_name(name: &str) -> String {
+    let flat = name.replace('/', "%");
+    if flat.len() <= MAX_SEGMENT_LEN {
+        return flat;
+    }
+    // FNV-1a: stable across builds and processes, unlike std's hasher.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    // Valid keys are ASCII, so any byte index is a character boundary.
+    format!("{}%{hash:016x}", &flat[..200])
 }
 
 /// Pushes onto `out` every key under `dir` (whose key form is `rel`) that starts with `prefix`.
@@ -373,8 +500,12 @@ impl TempFile {
             };
             let temp = Self { path, armed: true };
             // The umask may have narrowed the mode; make it exactly 0600.
+            // The modification time is set from the fine-grained clock rather than left to the
+            // file system's coarse one (a tick can be milliseconds), so every write's stamp
+            // differs even when an inode is reused.
             file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
                 .and_then(|()| file.write_all(data))
+                .and_then(|()| file.set_modified(SystemTime::now()))
                 .and_then(|()| file.sync_all())
                 .map_err(|e| io_error(e, "writing", &temp.path))?;
             return Ok(temp);

@@ -1,4 +1,6 @@
 #![doc = include_str!("../README.md")]
+// Stored and received data is parsed here: no arithmetic on it may wrap or panic.
+#![cfg_attr(not(test), warn(clippy::arithmetic_side_effects))]
 
 mod file;
 mod key;
@@ -11,6 +13,45 @@ use keychain_core::{Result, async_trait};
 pub use crate::file::{FileStore, FileStoreOptions};
 pub use crate::key::{MAX_SEGMENT_LEN, validate_key};
 pub use crate::memory::MemoryStore;
+
+/// An exclusive lock taken with [`BlobStore::lock`]; dropping it releases the lock.
+///
+/// A [`FileStore`] lock is an OS advisory lock on an open file, so the kernel also releases it
+/// when the holding process dies, however it dies: a crash never leaves a store locked.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct RecordLock {
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl RecordLock {
+    /// Wraps whatever keeps a store's lock held until it is dropped (for [`BlobStore`]
+    /// implementations outside this crate).
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        Self {
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+impl Debug for RecordLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordLock")
+    }
+}
+
+/// An opaque marker of one stored state of a blob, from [`BlobStore::stamp`]: two stamps of the
+/// same key are equal only if no write or delete of that key happened between them (as far as
+/// the store can tell cheaply; see each store's notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Stamp([u64; 4]);
+
+impl Stamp {
+    /// A stamp from a store's own identity fields (for [`BlobStore`] implementations outside
+    /// this crate).
+    pub const fn new(fields: [u64; 4]) -> Self {
+        Self(fields)
+    }
+}
 
 /// A flat namespace of byte blobs addressed by slash-separated keys: where backends that persist
 /// (software keys, certificates, metadata) keep their bytes.
@@ -76,6 +117,30 @@ pub trait BlobStore: Send + Sync + Debug + 'static {
     /// outside `[A-Za-z0-9._-/]` or the part before its last `/` is not a valid key (`/x`, `../`,
     /// `a//`); storage failures.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Takes the exclusive lock called `name` (a valid key; nothing need be stored under it),
+    /// waiting while another holder has it. Every handle on the same store honours it: other
+    /// tasks, other store values on the same root and, for [`FileStore`], other processes.
+    ///
+    /// The lock is how callers make a read-modify-write of their records safe: take the lock,
+    /// read the record, write the new one, drop the lock. The store's own methods never take
+    /// these locks, so calling them while holding one is fine. Locks are not reentrant: taking a
+    /// lock the caller already holds waits for itself (until the timeout, for [`FileStore`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for an invalid name; `Timeout` (retryable) when the lock stayed taken for
+    /// the store's lock timeout; storage failures.
+    async fn lock(&self, name: &str) -> Result<RecordLock>;
+
+    /// A cheap marker of the blob's current state, or `None` when no blob is stored under `key`:
+    /// a metadata look-up, never a read of the content. A cache of something read from the
+    /// store stays valid while the stamp taken before the read is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for an invalid key; storage failures.
+    fn stamp(&self, key: &str) -> Result<Option<Stamp>>;
 }
 
 #[cfg(test)]
@@ -219,7 +284,90 @@ mod tests {
         assert_eq!(stored, [winners[0] as u8; 1024]);
     }
 
+    async fn stamps(store: &dyn BlobStore) {
+        assert_eq!(store.stamp("s").ok(), Some(None));
+        let stamp = || store.stamp("s").expect("stamp").expect("stored");
+        store.put("s", b"one").await.expect("put");
+        let first = stamp();
+        assert_eq!(stamp(), first, "unchanged blob, unchanged stamp");
+        let mut seen = vec![first];
+        // Same size every time: the stamp must not rest on the size alone.
+        for _ in 0..5 {
+            store.put("s", b"two").await.expect("put");
+            let next = stamp();
+            assert!(!seen.contains(&next), "a write repeated a stamp");
+            seen.push(next);
+        }
+        assert!(store.delete("s").await.expect("delete"));
+        assert_eq!(store.stamp("s").ok(), Some(None));
+        store.create("s", b"two").await.expect("create");
+        assert!(
+            !seen.contains(&stamp()),
+            "a re-created blob repeated a stamp"
+        );
+        store.put("dir/x", b"x").await.expect("put");
+        assert_eq!(
+            store.stamp("dir").ok(),
+            Some(None),
+            "a parent is not a blob"
+        );
+        for key in ["../x", "", "a/"] {
+            let err = store.stamp(key).expect_err(key);
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        }
+    }
+
+    /// Eight tasks each increment a counter blob twenty times, reading and writing it under the
+    /// record lock with a yield in between: without mutual exclusion updates get lost.
+    async fn lock_excludes(store: Arc<dyn BlobStore>) {
+        store.put("counter", b"0").await.expect("put");
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        let _lock = store.lock("counter").await.expect("lock");
+                        let n: u32 = String::from_utf8(
+                            store.get("counter").await.expect("get").expect("stored"),
+                        )
+                        .expect("utf-8")
+                        .parse()
+                        .expect("number");
+                        tokio::task::yield_now().await;
+                        store
+                            .put("counter", (n + 1).to_string().as_bytes())
+                            .await
+                            .expect("put");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
+        assert_eq!(
+            store.get("counter").await.expect("get"),
+            Some(b"160".to_vec())
+        );
+        // Holding one lock does not block another name, nor the store's own writes.
+        let _held = store.lock("a").await.expect("lock a");
+        let _other = store.lock("b/c").await.expect("lock b/c");
+        store.put("a", b"x").await.expect("put under a held lock");
+        assert!(
+            store
+                .list("")
+                .await
+                .expect("list")
+                .iter()
+                .all(|k| !k.starts_with('.'))
+        );
+        let err = store.lock("../x").await.expect_err("invalid name");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+
     async fn all(make: impl Fn() -> Arc<dyn BlobStore>) {
+        stamps(make().as_ref()).await;
+        lock_excludes(make()).await;
         round_trip(make().as_ref()).await;
         create_twice(make().as_ref()).await;
         delete(make().as_ref()).await;
@@ -250,5 +398,19 @@ mod tests {
         let dir = crate::file::tests::private_tempdir();
         let open = || FileStore::open(dir.path(), FileStoreOptions::default()).expect("open");
         concurrent_create([Arc::new(open()), Arc::new(open())]).await;
+
+        // A lock held through one store value times out another on the same root, then frees.
+        let quick =
+            FileStoreOptions::default().with_lock_timeout(std::time::Duration::from_millis(200));
+        let other = FileStore::open(dir.path(), quick).expect("open");
+        let held = open().lock("rec").await.expect("lock");
+        let err = other.lock("rec").await.expect_err("held elsewhere");
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert!(err.retryable());
+        drop(held);
+        let _lock = other.lock("rec").await.expect("free again");
+        // Names too long for one file name still lock.
+        let long = ["k".repeat(200), "k".repeat(200)].join("/");
+        let _long = other.lock(&long).await.expect("long name");
     }
 }

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, HashAlg, Health, ImportSpec, KeyAlgorithm,
-    KeyAttestation, KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec, KeyUsages, KeyVersionInfo,
-    Operation, Protection, Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme,
-    WrapFormat, WrappedKey, WrappingSpec, async_trait,
+    Backend, Capabilities, DamagedKey, Error, ErrorKind, HashAlg, Health, ImportSpec, KeyAlgorithm,
+    KeyAttestation, KeyEntry, KeyInfo, KeyMaterial, KeyName, KeyRef, KeySpec, KeyUsages,
+    KeyVersionInfo, Operation, Protection, Result, RsaPadding, SecretBytes, SignInput, Signature,
+    SignatureScheme, WrapFormat, WrappedKey, WrappingSpec, async_trait,
 };
 
 /// What `sign` returns.
@@ -151,6 +151,19 @@ impl Backend for Scripted {
     async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         self.step(Operation::ListKeys).await?;
         Ok(vec![self.info(&KeyName::new("listed").unwrap())])
+    }
+
+    /// The listed key and a damaged one, which only a layer that forwards `list_entries`
+    /// (rather than falling back to `list_keys`) passes on.
+    async fn list_entries(&self) -> Result<Vec<KeyEntry>> {
+        self.step(Operation::ListKeys).await?;
+        Ok(vec![
+            KeyEntry::Healthy(self.info(&KeyName::new("listed").unwrap())),
+            KeyEntry::Damaged(DamagedKey::new(
+                KeyName::new("damaged").unwrap(),
+                Error::new(ErrorKind::Integrity, "scripted damage"),
+            )),
+        ])
     }
 
     async fn delete_key(&self, _name: &KeyName) -> Result<()> {
