@@ -4,8 +4,8 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::Path;
 
 use keychain::{
-    Error, ImportSpec, KeyInfo, KeyMaterial, KeySpec, KeyUsages, Keychain, Result, SecretBytes,
-    SecretSource,
+    Error, ImportSpec, KeyEntry, KeyInfo, KeyMaterial, KeySpec, KeyUsages, Keychain, Result,
+    SecretBytes, SecretSource,
 };
 use serde_json::{Value, json};
 
@@ -52,20 +52,52 @@ pub(super) async fn list(out: Out, keychain: &Keychain, backend: Option<&str>) -
         None => keychain.registry().names().map(str::to_owned).collect(),
     };
     let mut keys = Vec::new();
+    let mut damaged = Vec::new();
     for name in &names {
         let backend = keychain.backend(name)?;
-        for info in backend.list_keys().await? {
-            keys.push((name.clone(), info));
+        for entry in backend.list_entries().await? {
+            match entry {
+                KeyEntry::Healthy(info) => keys.push((name.clone(), info)),
+                KeyEntry::Damaged(d) => damaged.push((name.clone(), d)),
+            }
         }
     }
-    let doc = json!({
-        "keys": keys.iter().map(|(b, k)| key_json(b, k, false)).collect::<Vec<_>>(),
-    });
+    let mut docs: Vec<Value> = keys
+        .iter()
+        .map(|(b, k)| {
+            let mut doc = key_json(b, k, false);
+            doc["status"] = "ok".into();
+            doc
+        })
+        .collect();
+    docs.extend(damaged.iter().map(|(b, d)| {
+        json!({
+            "backend": b,
+            "name": d.name.as_str(),
+            "target": format!("{b}:{}", d.name),
+            "status": "damaged",
+            "error": { "kind": d.error.kind().as_str(), "message": d.error.message() },
+        })
+    }));
+    let doc = json!({ "keys": docs });
     out.report(&doc, || {
-        if keys.is_empty() {
+        if keys.is_empty() && damaged.is_empty() {
             return format!("no keys in {}", names.join(", "));
         }
-        key_table(&keys).render()
+        let mut text = if keys.is_empty() {
+            String::new()
+        } else {
+            key_table(&keys).render()
+        };
+        if !damaged.is_empty() {
+            // Named, with the reason, so the operator can repair or delete each one; the
+            // healthy keys above stay usable.
+            text.push_str("damaged keys (`keychain key delete TARGET --yes` removes one):\n");
+            for (b, d) in &damaged {
+                text.push_str(&format!("  {b}:{}  {}\n", d.name, d.error.message()));
+            }
+        }
+        text
     })
 }
 
