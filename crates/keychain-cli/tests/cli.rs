@@ -1094,3 +1094,49 @@ fn dkek_share_passwords_from_files_and_sheets_in_order() {
     ]);
     assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Data safety, and a typed error for every failure
+
+#[test]
+fn usage_errors_are_json_under_output_json() {
+    let store = Store::new();
+    let usage_json = |args: &[&str], mentions: &str| {
+        let out = store.run(args);
+        assert_eq!(code(&out), USAGE, "{args:?}: {}", stderr(&out));
+        let doc: Value = serde_json::from_str(&stderr(&out))
+            .unwrap_or_else(|e| panic!("{args:?}: stderr is not JSON ({e}): {}", stderr(&out)));
+        assert_eq!(doc["error"]["kind"], "usage");
+        assert_eq!(doc["error"]["exit_code"], USAGE);
+        let message = doc["error"]["message"].as_str().unwrap();
+        assert!(message.contains(mentions), "{message}");
+        assert!(out.stdout.is_empty());
+    };
+    usage_json(
+        &[
+            "--output",
+            "json",
+            "key",
+            "generate",
+            "k",
+            "--algorithm",
+            "dsa-1024",
+        ],
+        "dsa-1024",
+    );
+    usage_json(&["sign", "--output=json"], "--key");
+    usage_json(&["--output", "json", "key", "list", "--bogus"], "--bogus");
+    usage_json(&["--output", "json", "key"], "subcommand");
+    // Without --output json: clap's text, as before.
+    let out = store.run(&["key", "list", "--bogus"]);
+    assert_eq!(code(&out), USAGE);
+    assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    // Help and version print as usual.
+    let help = ok(store.run(&["--output", "json", "--help"]), &["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Exit codes:"));
+    let version = ok(
+        store.run(&["--output", "json", "--version"]),
+        &["--version"],
+    );
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("keychain "));
+}
