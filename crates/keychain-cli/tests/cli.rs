@@ -1098,6 +1098,113 @@ fn dkek_share_passwords_from_files_and_sheets_in_order() {
 // ---------------------------------------------------------------------------------------------
 // Data safety, and a typed error for every failure
 
+/// The temporary output files (`.keychain-*`) left in `dir`.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".keychain-"))
+        .collect()
+}
+
+/// `len` bytes that are not all alike (xorshift), the same every run.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+#[test]
+fn an_output_naming_an_input_is_refused_before_anything_is_touched() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "ec", "--algorithm", "ec-p256"]);
+    store.ok(&["key", "generate", "aes", "--algorithm", "aes256-gcm"]);
+    let data = noise(5000);
+    let f = store.path("f");
+    write(&f, &data);
+    let refused = |args: &[&str]| {
+        let out = store.run(args);
+        assert_eq!(code(&out), INVALID_INPUT, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("same file"), "{}", stderr(&out));
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            data,
+            "{args:?} changed the input"
+        );
+    };
+    let fa = store.arg("f");
+    refused(&["sign", "--key", "ec", "--in", &fa, "--out", &fa]);
+    // The check comes before the key is looked up (and before the store is opened).
+    refused(&["sign", "--key", "no-such-key", "--in", &fa, "--out", &fa]);
+    // Another spelling (relative to the working directory, the store's), a hard link and a
+    // symbolic link name the same file.
+    refused(&["encrypt", "--key", "aes", "--in", &fa, "--out", "./f"]);
+    std::fs::hard_link(&f, store.path("hard")).unwrap();
+    refused(&[
+        "decrypt",
+        "--key",
+        "aes",
+        "--in",
+        &fa,
+        "--out",
+        &store.arg("hard"),
+    ]);
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&f, store.path("soft")).unwrap();
+        refused(&[
+            "sign",
+            "--key",
+            "ec",
+            "--in",
+            &store.arg("soft"),
+            "--out",
+            &fa,
+        ]);
+    }
+    // The configuration and DKEK share files are inputs too.
+    let config = std::fs::read(&store.config).unwrap();
+    let out = store.run(&[
+        "key",
+        "export-public",
+        "ec",
+        "--out",
+        &store.config.display().to_string(),
+    ]);
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+    assert_eq!(std::fs::read(&store.config).unwrap(), config);
+    create_share(&store, "a.pbe", "alpha");
+    let share = std::fs::read(store.path("a.pbe")).unwrap();
+    store.ok(&["key", "generate", "x", "-a", "ec-p256", "--exportable"]);
+    let mut args: Vec<String> = ["key", "backup", "x", "--out"].map(str::to_owned).to_vec();
+    args.push(store.arg("a.pbe"));
+    args.extend(shares_args(&store, &["a.pbe"]));
+    let out = store
+        .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("SHARE_PW_0", "alpha")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+    assert_eq!(std::fs::read(store.path("a.pbe")).unwrap(), share);
+    // A different file is fine.
+    store.ok(&[
+        "sign",
+        "--key",
+        "ec",
+        "--in",
+        &fa,
+        "--out",
+        &store.arg("f.sig"),
+    ]);
+    assert_eq!(leftovers(store.dir.path()), Vec::<String>::new());
+}
+
 #[test]
 fn usage_errors_are_json_under_output_json() {
     let store = Store::new();
@@ -1139,4 +1246,47 @@ fn usage_errors_are_json_under_output_json() {
         &["--version"],
     );
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("keychain "));
+}
+
+#[test]
+fn directories_and_bad_paths_are_invalid_input_not_bugs() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "aes", "--algorithm", "aes256-gcm"]);
+    let dir = store.arg("keys");
+    let (plain, sealed) = (store.arg("plain"), store.arg("sealed"));
+    write(Path::new(&plain), b"data");
+    let invalid = |out: Output| {
+        assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+        assert!(stderr(&out).contains("directory"), "{}", stderr(&out));
+    };
+    invalid(store.run(&["encrypt", "--key", "aes", "--in", &dir, "--out", &sealed]));
+    invalid(store.run(&["encrypt", "--key", "aes", "--in", &plain, "--out", &dir]));
+    invalid(store.run(&["verify", "--public-key", &dir, "--signature", &plain]));
+    invalid(
+        store
+            .cmd_with(&store.path("keys"))
+            .args(["key", "list"])
+            .output()
+            .unwrap(),
+    );
+    invalid(
+        store
+            .cmd_with(&store.path("keys"))
+            .args(["encrypt", "--key", "aes", "--in", &plain, "--out", &sealed])
+            .output()
+            .unwrap(),
+    );
+    // A path through a regular file.
+    let through_file = format!("{plain}/x");
+    invalid(store.run(&[
+        "encrypt",
+        "--key",
+        "aes",
+        "--in",
+        &plain,
+        "--out",
+        &through_file,
+    ]));
+    assert!(!Path::new(&sealed).exists());
+    assert_eq!(leftovers(store.dir.path()), Vec::<String>::new());
 }
