@@ -1,9 +1,16 @@
 //! Reading inputs and writing outputs, binary-safe, with `-` meaning stdin/stdout.
+//!
+//! Outputs never replace a file in place: they are written to a temporary file beside the
+//! target, synced, and renamed over it only once complete, so a failed or interrupted command
+//! leaves an existing target as it was.
 
-use std::io::{IsTerminal as _, Read};
+use std::io::{IsTerminal as _, Read, Write as _};
 use std::path::{Path, PathBuf};
 
 use keychain::{Error, ErrorKind, Result};
+
+/// Prefix of the temporary files outputs are written to before their rename.
+const TEMP_PREFIX: &str = ".keychain-";
 
 /// Whether `path` means stdin/stdout.
 fn is_stdio(path: Option<&Path>) -> bool {
@@ -136,15 +143,38 @@ impl Written {
     }
 }
 
+/// Who may read an output file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Secrecy {
+    /// Signatures, public keys, ciphertexts: the mode the umask gives (typically 0644).
+    Public,
+    /// Plaintext, wrapped keys, backups, DKEK shares: 0600 whatever the umask.
+    Secret,
+}
+
+/// Whether an existing target may be replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// Replace it (once the new content is complete).
+    Replace,
+    /// Fail with `AlreadyExists` instead, even if it appears while the output is written.
+    Keep,
+}
+
 /// Writes `data` to `out`, or to stdout for `None` / `-`. Binary `data` is not written to a
 /// terminal (it would garble it); the error says how to get it.
 ///
 /// # Errors
-/// I/O errors by kind; `InvalidInput` for binary data headed for a terminal.
-pub(crate) fn write_output(out: Option<&Path>, data: &[u8], binary: bool) -> Result<Written> {
+/// As [`write_file`]; `InvalidInput` for binary data headed for a terminal.
+pub(crate) fn write_output(
+    out: Option<&Path>,
+    data: &[u8],
+    binary: bool,
+    secrecy: Secrecy,
+) -> Result<Written> {
     match out {
         Some(p) if !is_stdio(Some(p)) => {
-            std::fs::write(p, data).map_err(|e| file_error(e, "write", p))?;
+            write_file(p, data, secrecy, Existing::Replace)?;
             Ok(Written::File(p.to_owned()))
         }
         _ => {
@@ -154,6 +184,138 @@ pub(crate) fn write_output(out: Option<&Path>, data: &[u8], binary: bool) -> Res
             crate::output::stdout_write(data)?;
             Ok(Written::Stdout)
         }
+    }
+}
+
+/// Writes `data` to the file `path` all at once or not at all (see [`Staged`]).
+///
+/// # Errors
+/// I/O errors by kind, naming the file; `InvalidInput` for a directory; `AlreadyExists` for an
+/// existing file with [`Existing::Keep`].
+pub(crate) fn write_file(
+    path: &Path,
+    data: &[u8],
+    secrecy: Secrecy,
+    existing: Existing,
+) -> Result<()> {
+    stage(path, data, secrecy, existing)?.commit()
+}
+
+/// An output written and synced to a temporary file beside its target, not yet in place.
+/// Dropping it removes the temporary file.
+#[derive(Debug)]
+pub(crate) enum Staged {
+    /// A regular file (or a new one): renamed over the target by [`Staged::commit`].
+    Temp {
+        file: tempfile::NamedTempFile,
+        target: PathBuf,
+        shown: PathBuf,
+        existing: Existing,
+    },
+    /// Already written to a device or pipe (`/dev/stdout`, a FIFO), which a rename would
+    /// replace rather than write to.
+    Done,
+}
+
+/// Writes `data` into a temporary file in the target's directory (so the rename stays on one
+/// filesystem), with the mode `secrecy` asks for, and syncs it.
+///
+/// # Errors
+/// As [`write_file`].
+pub(crate) fn stage(
+    path: &Path,
+    data: &[u8],
+    secrecy: Secrecy,
+    existing: Existing,
+) -> Result<Staged> {
+    let write_error = |e| file_error(e, "write", path);
+    let target = match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => return Err(is_a_directory(path)),
+        Ok(_) if existing == Existing::Keep => return Err(already_exists(path)),
+        Ok(meta) if !meta.is_file() => {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(write_error)?;
+            file.write_all(data)
+                .and_then(|()| file.flush())
+                .map_err(write_error)?;
+            return Ok(Staged::Done);
+        }
+        // A symbolic link stays a link; the file it points to gets the content.
+        Ok(_) => std::fs::canonicalize(path).map_err(write_error)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => path.to_path_buf(),
+        Err(e) => return Err(write_error(e)),
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = match secrecy {
+            Secrecy::Public => 0o666,
+            Secrecy::Secret => 0o600,
+        };
+        builder.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    let mut file = builder.tempfile_in(dir).map_err(write_error)?;
+    #[cfg(unix)]
+    if secrecy == Secrecy::Secret {
+        // The creation mode is masked by the umask, which could also take the owner's bits.
+        use std::os::unix::fs::PermissionsExt as _;
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(write_error)?;
+    }
+    #[cfg(not(unix))]
+    let _ = secrecy;
+    file.write_all(data)
+        .and_then(|()| file.as_file().sync_all())
+        .map_err(write_error)?;
+    Ok(Staged::Temp {
+        file,
+        target,
+        shown: path.to_path_buf(),
+        existing,
+    })
+}
+
+impl Staged {
+    /// Renames the temporary file over the target, then syncs the directory so the rename
+    /// survives a crash.
+    ///
+    /// # Errors
+    /// I/O errors by kind; `AlreadyExists` when the target appeared meanwhile and was staged
+    /// with [`Existing::Keep`]. The temporary file is removed on failure.
+    pub(crate) fn commit(self) -> Result<()> {
+        let Self::Temp {
+            file,
+            target,
+            shown,
+            existing,
+        } = self
+        else {
+            return Ok(());
+        };
+        let persisted = match existing {
+            Existing::Replace => file.persist(&target),
+            Existing::Keep => file.persist_noclobber(&target),
+        };
+        persisted.map_err(|e| match e.error.kind() {
+            std::io::ErrorKind::AlreadyExists => already_exists(&shown),
+            _ => file_error(e.error, "write", &shown),
+        })?;
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The file is complete and in place; a directory that cannot be synced (some
+            // filesystems refuse) only makes the rename less durable, which is no reason to
+            // report a written file as a failure.
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
     }
 }
 
@@ -170,6 +332,13 @@ pub(crate) fn check_binary_destination(out: Option<&Path>) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+fn already_exists(path: &Path) -> Error {
+    Error::new(
+        ErrorKind::AlreadyExists,
+        format!("{} exists and is never overwritten", path.display()),
+    )
 }
 
 fn is_a_directory(path: &Path) -> Error {

@@ -1098,6 +1098,8 @@ fn dkek_share_passwords_from_files_and_sheets_in_order() {
 // ---------------------------------------------------------------------------------------------
 // Data safety, and a typed error for every failure
 
+const CAPACITY_EXCEEDED: i32 = 13;
+
 /// The temporary output files (`.keychain-*`) left in `dir`.
 fn leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -1105,6 +1107,24 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(".keychain-"))
         .collect()
+}
+
+/// `keychain --config <store's config> ARGS`, started by `sh` after `prelude` (a umask, a
+/// ulimit), whose settings the binary inherits.
+fn run_after(store: &Store, prelude: &str, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("{prelude}; exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .arg("--config")
+        .arg(&store.config)
+        .args(args)
+        .env("KEYCHAIN_PASSWORD", PASSWORD)
+        .env_remove("KEYCHAIN_CONFIG")
+        .current_dir(store.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// `len` bytes that are not all alike (xorshift), the same every run.
@@ -1118,6 +1138,12 @@ fn noise(len: usize) -> Vec<u8> {
             x.to_le_bytes()[0]
         })
         .collect()
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[test]
@@ -1202,6 +1228,138 @@ fn an_output_naming_an_input_is_refused_before_anything_is_touched() {
         "--out",
         &store.arg("f.sig"),
     ]);
+    assert_eq!(leftovers(store.dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_failed_write_leaves_the_target_as_it_was_and_no_temporary_file() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "aes", "--algorithm", "aes256-gcm"]);
+    let (plain, sealed, target) = (store.arg("plain"), store.arg("sealed"), store.arg("target"));
+    let plaintext = noise(100_000);
+    write(Path::new(&plain), &plaintext);
+    store.ok(&["encrypt", "--key", "aes", "--in", &plain, "--out", &sealed]);
+    write(Path::new(&target), b"keep me");
+
+    // Fails before writing (wrong AAD).
+    let out = store.run(&[
+        "decrypt", "--key", "aes", "--aad", "other", "--in", &sealed, "--out", &target,
+    ]);
+    assert_eq!(code(&out), INTEGRITY, "{}", stderr(&out));
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+
+    // Fails while writing: a file size limit stops the write part-way (the signal it would
+    // send is ignored, so the write fails with EFBIG instead of killing the process).
+    let decrypt = ["decrypt", "--key", "aes", "--in", &sealed, "--out", &target];
+    let out = run_after(&store, "trap '' XFSZ; ulimit -f 8", &decrypt);
+    assert_eq!(code(&out), CAPACITY_EXCEEDED, "{}", stderr(&out));
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    assert_eq!(leftovers(store.dir.path()), Vec::<String>::new());
+
+    // Without the limit the same command replaces the target whole.
+    store.ok(&decrypt);
+    assert_eq!(std::fs::read(&target).unwrap(), plaintext);
+    assert_eq!(leftovers(store.dir.path()), Vec::<String>::new());
+}
+
+#[cfg(unix)]
+#[test]
+fn pipes_and_devices_are_written_to_not_replaced() {
+    use std::io::Read as _;
+    use std::os::unix::fs::FileTypeExt as _;
+    let store = Store::new();
+    store.ok(&["key", "generate", "ec", "--algorithm", "ec-p256"]);
+    let (msg, fifo) = (store.arg("msg"), store.arg("fifo"));
+    write(Path::new(&msg), b"to a pipe");
+    let made = Command::new("mkfifo").arg(&fifo).output().unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    // Held open for reading and writing, so the binary's open for writing does not block.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    store.ok(&["sign", "--key", "ec", "--in", &msg, "--out", &fifo]);
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo(), "the FIFO was replaced: {kind:?}");
+    let mut signature = vec![0u8; 256];
+    let n = reader.read(&mut signature).unwrap();
+    signature.truncate(n);
+    let sig = store.path("sig");
+    write(&sig, &signature);
+    store.ok(&[
+        "verify",
+        "--key",
+        "ec",
+        "--signature",
+        &sig.display().to_string(),
+        "--in",
+        &msg,
+    ]);
+    store.ok(&["sign", "--key", "ec", "--in", &msg, "--out", "/dev/null"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn secret_outputs_are_0600_whatever_the_umask() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "aes", "--algorithm", "aes256-gcm"]);
+    store.ok(&["key", "generate", "ec", "-a", "ec-p256", "--exportable"]);
+    let (plain, sealed, opened) = (store.arg("plain"), store.arg("sealed"), store.arg("opened"));
+    write(Path::new(&plain), b"the secret");
+    for umask in ["022", "000"] {
+        let out = run_after(
+            &store,
+            &format!("umask {umask}"),
+            &["encrypt", "--key", "aes", "--in", &plain, "--out", &sealed],
+        );
+        ok(out, &["encrypt"]);
+        // Public outputs keep what the umask gives.
+        let public = if umask == "022" { 0o644 } else { 0o666 };
+        assert_eq!(mode(Path::new(&sealed)), public, "umask {umask}");
+        // An existing, readable target does not pass its mode on to the plaintext.
+        write(Path::new(&opened), b"old");
+        std::fs::set_permissions(&opened, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let out = run_after(
+            &store,
+            &format!("umask {umask}"),
+            &["decrypt", "--key", "aes", "--in", &sealed, "--out", &opened],
+        );
+        ok(out, &["decrypt"]);
+        assert_eq!(std::fs::read(&opened).unwrap(), b"the secret");
+        assert_eq!(mode(Path::new(&opened)), 0o600, "umask {umask}");
+        std::fs::remove_file(&opened).unwrap();
+    }
+    // Key backups and DKEK shares.
+    let out = run_after(
+        &store,
+        "umask 000",
+        &[
+            "dkek",
+            "create-share",
+            &store.arg("a.pbe"),
+            "--password-file",
+            &plain,
+            "--kdf-rounds",
+            "1000",
+        ],
+    );
+    ok(out, &["dkek", "create-share"]);
+    assert_eq!(mode(&store.path("a.pbe")), 0o600);
+    let mut args: Vec<String> = ["key", "backup", "ec", "--out"].map(str::to_owned).to_vec();
+    args.push(store.arg("ec.blob"));
+    args.extend([
+        "--share".to_owned(),
+        store.arg("a.pbe"),
+        "--password-file".to_owned(),
+        plain.clone(),
+        "--kdf-rounds".to_owned(),
+        "1000".to_owned(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(run_after(&store, "umask 000", &args), &args);
+    assert_eq!(mode(&store.path("ec.blob")), 0o600);
     assert_eq!(leftovers(store.dir.path()), Vec::<String>::new());
 }
 

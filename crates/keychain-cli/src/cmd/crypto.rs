@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::target_of;
 use crate::cli::{CipherArgs, SignArgs, VerifyArgs};
-use crate::io::{check_binary_destination, read_file, read_input, write_output};
+use crate::io::{Secrecy, check_binary_destination, read_file, read_input, write_output};
 use crate::output::Out;
 
 /// The scheme to use: the one asked for, else the key's default (with `--hash`'s hash where the
@@ -92,7 +92,12 @@ pub(super) async fn sign(out: Out, keychain: &Keychain, args: &SignArgs) -> Resu
         doc["signature_base64"] = json!(Base64::encode_string(signature.as_bytes()));
         return out.report(&doc, String::new);
     }
-    let written = write_output(args.out.as_deref(), signature.as_bytes(), true)?;
+    let written = write_output(
+        args.out.as_deref(),
+        signature.as_bytes(),
+        true,
+        Secrecy::Public,
+    )?;
     match written.path() {
         Some(path) => {
             doc["out"] = json!(path);
@@ -231,7 +236,7 @@ pub(super) async fn encrypt(out: Out, keychain: &Keychain, args: &CipherArgs) ->
         doc["ciphertext_base64"] = json!(Base64::encode_string(&ciphertext));
         return out.report(&doc, String::new);
     }
-    let written = write_output(args.out.as_deref(), &ciphertext, true)?;
+    let written = write_output(args.out.as_deref(), &ciphertext, true, Secrecy::Public)?;
     match written.path() {
         Some(path) => {
             doc["out"] = json!(path);
@@ -272,7 +277,12 @@ pub(super) async fn decrypt(out: Out, keychain: &Keychain, args: &CipherArgs) ->
         doc["plaintext_base64"] = json!(Base64::encode_string(plaintext.expose()));
         return out.report(&doc, String::new);
     }
-    let written = write_output(args.out.as_deref(), plaintext.expose(), false)?;
+    let written = write_output(
+        args.out.as_deref(),
+        plaintext.expose(),
+        false,
+        Secrecy::Secret,
+    )?;
     match written.path() {
         Some(path) => {
             doc["out"] = json!(path);
