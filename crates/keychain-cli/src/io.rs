@@ -7,7 +7,14 @@
 use std::io::{IsTerminal as _, Read, Write as _};
 use std::path::{Path, PathBuf};
 
-use keychain::{Error, ErrorKind, Result};
+use keychain::{Error, ErrorKind, HashAlg, Result};
+
+/// The most `encrypt` takes, and the longest message an Ed25519 signature covers: both need the
+/// whole input in memory at once (pure EdDSA hashes the message twice).
+pub(crate) const MAX_WHOLE_INPUT: u64 = 64 * 1024 * 1024;
+
+/// How much of a streamed input is in memory at once.
+const CHUNK: usize = 64 * 1024;
 
 /// Prefix of the temporary files outputs are written to before their rename.
 const TEMP_PREFIX: &str = ".keychain-";
@@ -15,6 +22,11 @@ const TEMP_PREFIX: &str = ".keychain-";
 /// Whether `path` means stdin/stdout.
 fn is_stdio(path: Option<&Path>) -> bool {
     path.is_none_or(|p| p.as_os_str() == "-")
+}
+
+/// `n` bytes as the README writes limits (`64 MiB`).
+pub(crate) fn mib(n: u64) -> String {
+    format!("{} MiB", n / (1024 * 1024))
 }
 
 /// A file opened for reading.
@@ -52,6 +64,55 @@ pub(crate) fn read_input(path: Option<&Path>) -> Result<Vec<u8>> {
         .read_to_end(&mut data)
         .map_err(|e| read_error(e, path))?;
     Ok(data)
+}
+
+/// Reads a whole file, or stdin, of at most `limit` bytes; `None` when it is longer. A file's
+/// length is checked before anything is read; stdin is read up to one byte past the limit.
+///
+/// # Errors
+/// As [`read_input`].
+pub(crate) fn read_input_limited(path: Option<&Path>, limit: u64) -> Result<Option<Vec<u8>>> {
+    if let Some(p) = path.filter(|p| !is_stdio(Some(p)))
+        && std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > limit)
+    {
+        return Ok(None);
+    }
+    let mut data = Vec::new();
+    // The length checked above can change, and pipes and devices have none: the limit holds
+    // whatever the file turns out to be.
+    open_input(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(|e| read_error(e, path))?;
+    Ok((data.len() as u64 <= limit).then_some(data))
+}
+
+/// The `hash` digest of a file or stdin, read in chunks: memory stays the same for any length.
+///
+/// # Errors
+/// As [`read_input`]; `Unsupported` for a hash this build cannot stream.
+pub(crate) fn hash_input(path: Option<&Path>, hash: HashAlg) -> Result<Vec<u8>> {
+    let mut reader = open_input(path)?;
+    let digest = match hash {
+        HashAlg::Sha256 => stream::<sha2::Sha256>(&mut reader),
+        HashAlg::Sha384 => stream::<sha2::Sha384>(&mut reader),
+        HashAlg::Sha512 => stream::<sha2::Sha512>(&mut reader),
+        other => return Err(Error::unsupported(format!("hashing with {other}"))),
+    };
+    digest.map_err(|e| read_error(e, path))
+}
+
+fn stream<D: sha2::Digest>(reader: &mut dyn Read) -> std::io::Result<Vec<u8>> {
+    let mut hasher = D::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(hasher.finalize().to_vec()),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Reads a file that must be named (no stdin).

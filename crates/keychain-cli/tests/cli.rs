@@ -1364,6 +1364,156 @@ fn secret_outputs_are_0600_whatever_the_umask() {
 }
 
 #[test]
+fn large_inputs_stream_through_sign_and_verify() {
+    let store = Store::new();
+    // Not a whole number of read chunks.
+    let big = store.path("big");
+    write(&big, &noise(5 * 1024 * 1024 + 123));
+    let big_arg = store.arg("big");
+
+    store.ok(&["key", "generate", "ec", "--algorithm", "ec-p256"]);
+    let (public, sig) = (store.arg("ec.pem"), store.arg("ec.sig"));
+    store.ok(&["key", "export-public", "ec", "--out", &public]);
+    store.ok(&["sign", "--key", "ec", "--in", &big_arg, "--out", &sig]);
+    let out = openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        &public,
+        "-signature",
+        &sig,
+        &big_arg,
+    ]);
+    assert!(out.status.success(), "openssl rejected: {}", stderr(&out));
+    store.ok(&[
+        "verify",
+        "--key",
+        "ec",
+        "--signature",
+        &sig,
+        "--in",
+        &big_arg,
+    ]);
+    store.ok(&[
+        "verify",
+        "--public-key",
+        &public,
+        "--signature",
+        &sig,
+        "--in",
+        &big_arg,
+    ]);
+    // Streamed from stdin too.
+    let out = store
+        .cmd(&["verify", "--key", "ec", "--signature", &sig])
+        .stdin(std::fs::File::open(&big).unwrap())
+        .output()
+        .unwrap();
+    ok(out, &["verify", "(stdin)"]);
+
+    // RSA PKCS#1 v1.5 is deterministic: the streamed file, the streamed stdin and OpenSSL's
+    // digest of it give the same signature bytes.
+    store.ok(&["key", "generate", "rsa", "--algorithm", "rsa-2048"]);
+    let scheme = ["--scheme", "rsa-pkcs1-sha384"];
+    let from_file = store
+        .cmd(&["sign", "--key", "rsa", "--in", &big_arg])
+        .args(scheme)
+        .output()
+        .unwrap();
+    let from_file = ok(from_file, &["sign", "rsa"]).stdout;
+    let from_stdin = store
+        .cmd(&["sign", "--key", "rsa"])
+        .args(scheme)
+        .stdin(std::fs::File::open(&big).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok(from_stdin, &["sign", "rsa", "(stdin)"]).stdout,
+        from_file
+    );
+    let digest = openssl(&["dgst", "-sha384", "-r", &big_arg]).stdout;
+    let digest = String::from_utf8(digest).unwrap();
+    let digest = digest.split_whitespace().next().unwrap();
+    let from_digest = store
+        .cmd(&["sign", "--key", "rsa", "--digest-hex", digest])
+        .args(scheme)
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok(from_digest, &["sign", "rsa", "--digest-hex"]).stdout,
+        from_file
+    );
+}
+
+#[test]
+fn whole_message_inputs_above_the_limit_are_refused() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "ed", "--algorithm", "ed25519"]);
+    store.ok(&["key", "generate", "aes", "--algorithm", "aes256-gcm"]);
+    // Sparse: 64 MiB and one byte on the disk's say-so, nothing written.
+    let huge = store.path("huge");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 * 1024 * 1024 + 1)
+        .unwrap();
+    let huge_arg = store.arg("huge");
+    let sig = store.arg("sig");
+    let refused = |out: Output, mentions: &str| {
+        assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+        assert!(stderr(&out).contains("64 MiB"), "{}", stderr(&out));
+        assert!(stderr(&out).contains(mentions), "{}", stderr(&out));
+    };
+    refused(
+        store.run(&["sign", "--key", "ed", "--in", &huge_arg, "--out", &sig]),
+        "Ed25519",
+    );
+    assert!(!Path::new(&sig).exists());
+    write(Path::new(&sig), &[0u8; 64]);
+    refused(
+        store.run(&[
+            "verify",
+            "--key",
+            "ed",
+            "--signature",
+            &sig,
+            "--in",
+            &huge_arg,
+        ]),
+        "Ed25519",
+    );
+    let sealed = store.arg("sealed");
+    refused(
+        store.run(&[
+            "encrypt", "--key", "aes", "--in", &huge_arg, "--out", &sealed,
+        ]),
+        "envelope",
+    );
+    assert!(!Path::new(&sealed).exists());
+    // From stdin, which has no length to check first: read up to the limit, then refused.
+    let mut child = store
+        .cmd(&["encrypt", "--key", "aes", "--out", &sealed])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let chunk = vec![0u8; 1024 * 1024];
+        for _ in 0..65 {
+            // The binary stops reading past the limit: a broken pipe here is expected.
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    refused(out, "envelope");
+    assert!(!Path::new(&sealed).exists());
+}
+
+#[test]
 fn usage_errors_are_json_under_output_json() {
     let store = Store::new();
     let usage_json = |args: &[&str], mentions: &str| {
