@@ -253,9 +253,55 @@ impl Command {
     }
 }
 
-/// Parses the process arguments, exiting with clap's message on a usage error.
+/// Parses the process arguments, exiting with clap's message on a usage error, or with a
+/// JSON error when the command line asks for `--output json` (scripts parse one shape for
+/// every failure). `--help` and `--version` print as usual.
 pub(crate) fn parse() -> Cli {
-    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    try_parse_from(&args).unwrap_or_else(|e| {
+        if e.use_stderr() && asks_for_json(&args) {
+            let message = match e.kind() {
+                // clap's message for this is the whole help text.
+                clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    "a subcommand is required; see `keychain --help`".to_owned()
+                }
+                _ => usage_message(&e.render().to_string()),
+            };
+            let code = u8::try_from(e.exit_code()).unwrap_or(crate::exit::USAGE);
+            crate::output::usage_error_json(&message, code);
+            std::process::exit(e.exit_code());
+        }
+        e.exit()
+    })
+}
+
+/// Whether `--output json` (or `--output=json`) is among `args`, before any `--`: read from the
+/// raw arguments, since a command line clap rejects has no parsed value.
+fn asks_for_json(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<&std::ffi::OsStr> = args
+        .iter()
+        .skip(1)
+        .map(std::ffi::OsString::as_os_str)
+        .take_while(|a| *a != "--")
+        .collect();
+    args.iter().any(|a| *a == "--output=json")
+        || args
+            .windows(2)
+            .any(|pair| pair[0] == "--output" && pair[1] == "json")
+}
+
+/// clap's rendered error without its `error: ` prefix, usage line and `--help` hint, on one
+/// line.
+fn usage_message(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Parses `args` like [`Cli::try_parse_from`], and also records the order of the share
@@ -481,6 +527,31 @@ pub(crate) fn usage_names(usages: KeyUsages) -> Vec<String> {
 mod tests {
     use super::*;
     use clap::CommandFactory as _;
+
+    #[test]
+    fn json_is_found_in_raw_arguments() {
+        let asks = |args: &[&str]| {
+            let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            asks_for_json(&args)
+        };
+        assert!(asks(&["keychain", "--output", "json", "sign"]));
+        assert!(asks(&["keychain", "sign", "--output=json", "--bogus"]));
+        assert!(!asks(&["keychain", "sign", "--output", "table"]));
+        assert!(!asks(&["keychain", "sign", "--", "--output", "json"]));
+        // The program name is not an argument.
+        assert!(!asks(&["--output=json"]));
+    }
+
+    #[test]
+    fn usage_messages_are_one_line() {
+        let rendered = "error: invalid value 'dsa' for '--algorithm <ALGORITHM>'\n  \
+                        [possible values: ec-p256, ed25519]\n\nUsage: keychain key generate \
+                        --algorithm <ALGORITHM> <NAME>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_message(rendered),
+            "invalid value 'dsa' for '--algorithm <ALGORITHM>' [possible values: ec-p256, ed25519]"
+        );
+    }
 
     #[test]
     fn command_line_is_consistent() {

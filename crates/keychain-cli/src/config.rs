@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use keychain::{BackendConfig, Config, Keychain, Result};
+use keychain::{BackendConfig, Config, Error, Keychain, Result};
 
 /// The embedded default's key directory, relative to the working directory.
 pub(crate) const DEFAULT_DIR: &str = "./.keychain";
@@ -36,6 +36,13 @@ impl std::fmt::Display for Origin {
 /// As [`Config::from_file`].
 pub(crate) fn load(path: Option<&Path>) -> Result<(Config, Origin)> {
     let (config, origin) = match path {
+        // Reading a directory fails as an unexpected I/O error; this is the user's to fix.
+        Some(p) if p.is_dir() => {
+            return Err(Error::invalid_input(format!(
+                "--config {} is a directory, not a configuration file",
+                p.display()
+            )));
+        }
         Some(p) => (Config::from_file(p)?, Origin::File(p.to_owned())),
         None => (embedded_default(), Origin::Default),
     };

@@ -22,7 +22,8 @@ const TABLE: &[(u8, &str, &[ErrorKind])] = &[
     (4, "already exists", &[ErrorKind::AlreadyExists]),
     (
         5,
-        "invalid input: malformed key name, digest, encoding or option",
+        "invalid input: malformed key name, digest, encoding or option; an output naming an \
+         input; a directory where a file belongs; an input over a limit",
         &[ErrorKind::InvalidInput],
     ),
     (
@@ -82,7 +83,8 @@ pub(crate) fn help() -> String {
     }
     text.push_str(
         "\nErrors print `error: ...` on stderr; with --output json they print \
-         {\"error\": {...}} on stderr instead. Messages never contain a secret.\n\
+         {\"error\": {...}} on stderr instead (usage errors too). Messages never contain a \
+         secret.\n\
          \nConfiguration: --config FILE, else $KEYCHAIN_CONFIG, else the embedded default: \
          one software backend `local` in ./.keychain, password from $KEYCHAIN_PASSWORD \
          (prompted on the terminal when unset).",

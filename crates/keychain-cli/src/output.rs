@@ -52,6 +52,23 @@ impl Out {
     }
 }
 
+/// Prints a command-line usage error (clap's) on stderr as JSON, in the shape of
+/// [`Out::error`]: the kind is `usage`, not an `ErrorKind`, since no command ran.
+pub(crate) fn usage_error_json(message: &str, code: u8) {
+    let doc = json!({ "error": {
+        "kind": "usage",
+        "exit_code": code,
+        "message": message,
+        "backend": null,
+        "operation": null,
+        "key": null,
+        "retryable": false,
+        "provider_code": null,
+    }});
+    // Nothing sensible is left to do if stderr itself is gone.
+    let _ = writeln!(std::io::stderr().lock(), "{doc}");
+}
+
 /// Writes bytes to stdout as they are (binary-safe), flushing at the end.
 pub(crate) fn stdout_write(bytes: &[u8]) -> keychain::Result<()> {
     let mut stdout = std::io::stdout().lock();

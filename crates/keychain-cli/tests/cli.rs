@@ -1094,3 +1094,507 @@ fn dkek_share_passwords_from_files_and_sheets_in_order() {
     ]);
     assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Data safety, and a typed error for every failure
+
+const CAPACITY_EXCEEDED: i32 = 13;
+
+/// The temporary output files (`.keychain-*`) left in `dir`.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".keychain-"))
+        .collect()
+}
+
+/// `keychain --config <store's config> ARGS`, started by `sh` after `prelude` (a umask, a
+/// ulimit), whose settings the binary inherits.
+fn run_after(store: &Store, prelude: &str, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("{prelude}; exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .arg("--config")
+        .arg(&store.config)
+        .args(args)
+        .env("KEYCHAIN_PASSWORD", PASSWORD)
+        .env_remove("KEYCHAIN_CONFIG")
+        .current_dir(store.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `len` bytes that are not all alike (xorshift), the same every run.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn an_output_naming_an_input_is_refused_before_anything_is_touched() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "ec", "--algorithm", "ec-p256"]);
+    store.ok(&["key", "generate", "aes", "--algorithm", "aes256-gcm"]);
+    let data = noise(5000);
+    let f = store.path("f");
+    write(&f, &data);
+    let refused = |args: &[&str]| {
+        let out = store.run(args);
+        assert_eq!(code(&out), INVALID_INPUT, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("same file"), "{}", stderr(&out));
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            data,
+            "{args:?} changed the input"
+        );
+    };
+    let fa = store.arg("f");
+    refused(&["sign", "--key", "ec", "--in", &fa, "--out", &fa]);
+    // The check comes before the key is looked up (and before the store is opened).
+    refused(&["sign", "--key", "no-such-key", "--in", &fa, "--out", &fa]);
+    // Another spelling (relative to the working directory, the store's), a hard link and a
+    // symbolic link name the same file.
+    refused(&["encrypt", "--key", "aes", "--in", &fa, "--out", "./f"]);
+    std::fs::hard_link(&f, store.path("hard")).unwrap();
+    refused(&[
+        "decrypt",
+        "--key",
+        "aes",
+        "--in",
+        &fa,
+        "--out",
+        &store.arg("hard"),
+    ]);
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&f, store.path("soft")).unwrap();
+        refused(&[
+            "sign",
+            "--key",
+            "ec",
+            "--in",
+            &store.arg("soft"),
+            "--out",
+            &fa,
+        ]);
+    }
+    // The configuration and DKEK share files are inputs too.
+    let config = std::fs::read(&store.config).unwrap();
+    let out = store.run(&[
+        "key",
+        "export-public",
+        "ec",
+        "--out",
+        &store.config.display().to_string(),
+    ]);
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+    assert_eq!(std::fs::read(&store.config).unwrap(), config);
+    create_share(&store, "a.pbe", "alpha");
+    let share = std::fs::read(store.path("a.pbe")).unwrap();
+    store.ok(&["key", "generate", "x", "-a", "ec-p256", "--exportable"]);
+    let mut args: Vec<String> = ["key", "backup", "x", "--out"].map(str::to_owned).to_vec();
+    args.push(store.arg("a.pbe"));
+    args.extend(shares_args(&store, &["a.pbe"]));
+    let out = store
+        .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("SHARE_PW_0", "alpha")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+    assert_eq!(std::fs::read(store.path("a.pbe")).unwrap(), share);
+    // A different file is fine.
+    store.ok(&[
+        "sign",
+        "--key",
+        "ec",
+        "--in",
+        &fa,
+        "--out",
+        &store.arg("f.sig"),
+    ]);
+    assert_eq!(leftovers(store.dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_failed_write_leaves_the_target_as_it_was_and_no_temporary_file() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "aes", "--algorithm", "aes256-gcm"]);
+    let (plain, sealed, target) = (store.arg("plain"), store.arg("sealed"), store.arg("target"));
+    let plaintext = noise(100_000);
+    write(Path::new(&plain), &plaintext);
+    store.ok(&["encrypt", "--key", "aes", "--in", &plain, "--out", &sealed]);
+    write(Path::new(&target), b"keep me");
+
+    // Fails before writing (wrong AAD).
+    let out = store.run(&[
+        "decrypt", "--key", "aes", "--aad", "other", "--in", &sealed, "--out", &target,
+    ]);
+    assert_eq!(code(&out), INTEGRITY, "{}", stderr(&out));
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+
+    // Fails while writing: a file size limit stops the write part-way (the signal it would
+    // send is ignored, so the write fails with EFBIG instead of killing the process).
+    let decrypt = ["decrypt", "--key", "aes", "--in", &sealed, "--out", &target];
+    let out = run_after(&store, "trap '' XFSZ; ulimit -f 8", &decrypt);
+    assert_eq!(code(&out), CAPACITY_EXCEEDED, "{}", stderr(&out));
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    assert_eq!(leftovers(store.dir.path()), Vec::<String>::new());
+
+    // Without the limit the same command replaces the target whole.
+    store.ok(&decrypt);
+    assert_eq!(std::fs::read(&target).unwrap(), plaintext);
+    assert_eq!(leftovers(store.dir.path()), Vec::<String>::new());
+}
+
+#[cfg(unix)]
+#[test]
+fn pipes_and_devices_are_written_to_not_replaced() {
+    use std::io::Read as _;
+    use std::os::unix::fs::FileTypeExt as _;
+    let store = Store::new();
+    store.ok(&["key", "generate", "ec", "--algorithm", "ec-p256"]);
+    let (msg, fifo) = (store.arg("msg"), store.arg("fifo"));
+    write(Path::new(&msg), b"to a pipe");
+    let made = Command::new("mkfifo").arg(&fifo).output().unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    // Held open for reading and writing, so the binary's open for writing does not block.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    store.ok(&["sign", "--key", "ec", "--in", &msg, "--out", &fifo]);
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo(), "the FIFO was replaced: {kind:?}");
+    let mut signature = vec![0u8; 256];
+    let n = reader.read(&mut signature).unwrap();
+    signature.truncate(n);
+    let sig = store.path("sig");
+    write(&sig, &signature);
+    store.ok(&[
+        "verify",
+        "--key",
+        "ec",
+        "--signature",
+        &sig.display().to_string(),
+        "--in",
+        &msg,
+    ]);
+    store.ok(&["sign", "--key", "ec", "--in", &msg, "--out", "/dev/null"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn secret_outputs_are_0600_whatever_the_umask() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "aes", "--algorithm", "aes256-gcm"]);
+    store.ok(&["key", "generate", "ec", "-a", "ec-p256", "--exportable"]);
+    let (plain, sealed, opened) = (store.arg("plain"), store.arg("sealed"), store.arg("opened"));
+    write(Path::new(&plain), b"the secret");
+    for umask in ["022", "000"] {
+        let out = run_after(
+            &store,
+            &format!("umask {umask}"),
+            &["encrypt", "--key", "aes", "--in", &plain, "--out", &sealed],
+        );
+        ok(out, &["encrypt"]);
+        // Public outputs keep what the umask gives.
+        let public = if umask == "022" { 0o644 } else { 0o666 };
+        assert_eq!(mode(Path::new(&sealed)), public, "umask {umask}");
+        // An existing, readable target does not pass its mode on to the plaintext.
+        write(Path::new(&opened), b"old");
+        std::fs::set_permissions(&opened, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let out = run_after(
+            &store,
+            &format!("umask {umask}"),
+            &["decrypt", "--key", "aes", "--in", &sealed, "--out", &opened],
+        );
+        ok(out, &["decrypt"]);
+        assert_eq!(std::fs::read(&opened).unwrap(), b"the secret");
+        assert_eq!(mode(Path::new(&opened)), 0o600, "umask {umask}");
+        std::fs::remove_file(&opened).unwrap();
+    }
+    // Key backups and DKEK shares.
+    let out = run_after(
+        &store,
+        "umask 000",
+        &[
+            "dkek",
+            "create-share",
+            &store.arg("a.pbe"),
+            "--password-file",
+            &plain,
+            "--kdf-rounds",
+            "1000",
+        ],
+    );
+    ok(out, &["dkek", "create-share"]);
+    assert_eq!(mode(&store.path("a.pbe")), 0o600);
+    let mut args: Vec<String> = ["key", "backup", "ec", "--out"].map(str::to_owned).to_vec();
+    args.push(store.arg("ec.blob"));
+    args.extend([
+        "--share".to_owned(),
+        store.arg("a.pbe"),
+        "--password-file".to_owned(),
+        plain.clone(),
+        "--kdf-rounds".to_owned(),
+        "1000".to_owned(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(run_after(&store, "umask 000", &args), &args);
+    assert_eq!(mode(&store.path("ec.blob")), 0o600);
+    assert_eq!(leftovers(store.dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn large_inputs_stream_through_sign_and_verify() {
+    let store = Store::new();
+    // Not a whole number of read chunks.
+    let big = store.path("big");
+    write(&big, &noise(5 * 1024 * 1024 + 123));
+    let big_arg = store.arg("big");
+
+    store.ok(&["key", "generate", "ec", "--algorithm", "ec-p256"]);
+    let (public, sig) = (store.arg("ec.pem"), store.arg("ec.sig"));
+    store.ok(&["key", "export-public", "ec", "--out", &public]);
+    store.ok(&["sign", "--key", "ec", "--in", &big_arg, "--out", &sig]);
+    let out = openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        &public,
+        "-signature",
+        &sig,
+        &big_arg,
+    ]);
+    assert!(out.status.success(), "openssl rejected: {}", stderr(&out));
+    store.ok(&[
+        "verify",
+        "--key",
+        "ec",
+        "--signature",
+        &sig,
+        "--in",
+        &big_arg,
+    ]);
+    store.ok(&[
+        "verify",
+        "--public-key",
+        &public,
+        "--signature",
+        &sig,
+        "--in",
+        &big_arg,
+    ]);
+    // Streamed from stdin too.
+    let out = store
+        .cmd(&["verify", "--key", "ec", "--signature", &sig])
+        .stdin(std::fs::File::open(&big).unwrap())
+        .output()
+        .unwrap();
+    ok(out, &["verify", "(stdin)"]);
+
+    // RSA PKCS#1 v1.5 is deterministic: the streamed file, the streamed stdin and OpenSSL's
+    // digest of it give the same signature bytes.
+    store.ok(&["key", "generate", "rsa", "--algorithm", "rsa-2048"]);
+    let scheme = ["--scheme", "rsa-pkcs1-sha384"];
+    let from_file = store
+        .cmd(&["sign", "--key", "rsa", "--in", &big_arg])
+        .args(scheme)
+        .output()
+        .unwrap();
+    let from_file = ok(from_file, &["sign", "rsa"]).stdout;
+    let from_stdin = store
+        .cmd(&["sign", "--key", "rsa"])
+        .args(scheme)
+        .stdin(std::fs::File::open(&big).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok(from_stdin, &["sign", "rsa", "(stdin)"]).stdout,
+        from_file
+    );
+    let digest = openssl(&["dgst", "-sha384", "-r", &big_arg]).stdout;
+    let digest = String::from_utf8(digest).unwrap();
+    let digest = digest.split_whitespace().next().unwrap();
+    let from_digest = store
+        .cmd(&["sign", "--key", "rsa", "--digest-hex", digest])
+        .args(scheme)
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok(from_digest, &["sign", "rsa", "--digest-hex"]).stdout,
+        from_file
+    );
+}
+
+#[test]
+fn whole_message_inputs_above_the_limit_are_refused() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "ed", "--algorithm", "ed25519"]);
+    store.ok(&["key", "generate", "aes", "--algorithm", "aes256-gcm"]);
+    // Sparse: 64 MiB and one byte on the disk's say-so, nothing written.
+    let huge = store.path("huge");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 * 1024 * 1024 + 1)
+        .unwrap();
+    let huge_arg = store.arg("huge");
+    let sig = store.arg("sig");
+    let refused = |out: Output, mentions: &str| {
+        assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+        assert!(stderr(&out).contains("64 MiB"), "{}", stderr(&out));
+        assert!(stderr(&out).contains(mentions), "{}", stderr(&out));
+    };
+    refused(
+        store.run(&["sign", "--key", "ed", "--in", &huge_arg, "--out", &sig]),
+        "Ed25519",
+    );
+    assert!(!Path::new(&sig).exists());
+    write(Path::new(&sig), &[0u8; 64]);
+    refused(
+        store.run(&[
+            "verify",
+            "--key",
+            "ed",
+            "--signature",
+            &sig,
+            "--in",
+            &huge_arg,
+        ]),
+        "Ed25519",
+    );
+    let sealed = store.arg("sealed");
+    refused(
+        store.run(&[
+            "encrypt", "--key", "aes", "--in", &huge_arg, "--out", &sealed,
+        ]),
+        "envelope",
+    );
+    assert!(!Path::new(&sealed).exists());
+    // From stdin, which has no length to check first: read up to the limit, then refused.
+    let mut child = store
+        .cmd(&["encrypt", "--key", "aes", "--out", &sealed])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let chunk = vec![0u8; 1024 * 1024];
+        for _ in 0..65 {
+            // The binary stops reading past the limit: a broken pipe here is expected.
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    refused(out, "envelope");
+    assert!(!Path::new(&sealed).exists());
+}
+
+#[test]
+fn usage_errors_are_json_under_output_json() {
+    let store = Store::new();
+    let usage_json = |args: &[&str], mentions: &str| {
+        let out = store.run(args);
+        assert_eq!(code(&out), USAGE, "{args:?}: {}", stderr(&out));
+        let doc: Value = serde_json::from_str(&stderr(&out))
+            .unwrap_or_else(|e| panic!("{args:?}: stderr is not JSON ({e}): {}", stderr(&out)));
+        assert_eq!(doc["error"]["kind"], "usage");
+        assert_eq!(doc["error"]["exit_code"], USAGE);
+        let message = doc["error"]["message"].as_str().unwrap();
+        assert!(message.contains(mentions), "{message}");
+        assert!(out.stdout.is_empty());
+    };
+    usage_json(
+        &[
+            "--output",
+            "json",
+            "key",
+            "generate",
+            "k",
+            "--algorithm",
+            "dsa-1024",
+        ],
+        "dsa-1024",
+    );
+    usage_json(&["sign", "--output=json"], "--key");
+    usage_json(&["--output", "json", "key", "list", "--bogus"], "--bogus");
+    usage_json(&["--output", "json", "key"], "subcommand");
+    // Without --output json: clap's text, as before.
+    let out = store.run(&["key", "list", "--bogus"]);
+    assert_eq!(code(&out), USAGE);
+    assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    // Help and version print as usual.
+    let help = ok(store.run(&["--output", "json", "--help"]), &["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Exit codes:"));
+    let version = ok(
+        store.run(&["--output", "json", "--version"]),
+        &["--version"],
+    );
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("keychain "));
+}
+
+#[test]
+fn directories_and_bad_paths_are_invalid_input_not_bugs() {
+    let store = Store::new();
+    store.ok(&["key", "generate", "aes", "--algorithm", "aes256-gcm"]);
+    let dir = store.arg("keys");
+    let (plain, sealed) = (store.arg("plain"), store.arg("sealed"));
+    write(Path::new(&plain), b"data");
+    let invalid = |out: Output| {
+        assert_eq!(code(&out), INVALID_INPUT, "{}", stderr(&out));
+        assert!(stderr(&out).contains("directory"), "{}", stderr(&out));
+    };
+    invalid(store.run(&["encrypt", "--key", "aes", "--in", &dir, "--out", &sealed]));
+    invalid(store.run(&["encrypt", "--key", "aes", "--in", &plain, "--out", &dir]));
+    invalid(store.run(&["verify", "--public-key", &dir, "--signature", &plain]));
+    invalid(
+        store
+            .cmd_with(&store.path("keys"))
+            .args(["key", "list"])
+            .output()
+            .unwrap(),
+    );
+    invalid(
+        store
+            .cmd_with(&store.path("keys"))
+            .args(["encrypt", "--key", "aes", "--in", &plain, "--out", &sealed])
+            .output()
+            .unwrap(),
+    );
+    // A path through a regular file.
+    let through_file = format!("{plain}/x");
+    invalid(store.run(&[
+        "encrypt",
+        "--key",
+        "aes",
+        "--in",
+        &plain,
+        "--out",
+        &through_file,
+    ]));
+    assert!(!Path::new(&sealed).exists());
+    assert_eq!(leftovers(store.dir.path()), Vec::<String>::new());
+}

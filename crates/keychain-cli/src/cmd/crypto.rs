@@ -9,7 +9,10 @@ use serde_json::json;
 
 use super::target_of;
 use crate::cli::{CipherArgs, SignArgs, VerifyArgs};
-use crate::io::{check_binary_destination, read_file, read_input, write_output};
+use crate::io::{
+    MAX_WHOLE_INPUT, Secrecy, check_binary_destination, hash_input, mib, read_file, read_input,
+    read_input_limited, write_output,
+};
 use crate::output::Out;
 
 /// The scheme to use: the one asked for, else the key's default (with `--hash`'s hash where the
@@ -53,6 +56,18 @@ fn digest_input(
     Ok((hash, digest))
 }
 
+/// The whole message, for Ed25519 (the one scheme without a separate hash step), which cannot
+/// stream.
+fn read_message(path: Option<&std::path::Path>) -> Result<Vec<u8>> {
+    read_input_limited(path, MAX_WHOLE_INPUT)?.ok_or_else(|| {
+        Error::invalid_input(format!(
+            "the message is larger than {}, the most an Ed25519 signature covers here: \
+             Ed25519 needs the whole message in memory; ECDSA and RSA keys take any size",
+            mib(MAX_WHOLE_INPUT)
+        ))
+    })
+}
+
 /// `sign`.
 pub(super) async fn sign(out: Out, keychain: &Keychain, args: &SignArgs) -> Result<()> {
     if !out.json() {
@@ -69,17 +84,17 @@ pub(super) async fn sign(out: Out, keychain: &Keychain, args: &SignArgs) -> Resu
             digest = d;
             SignInput::digest(hash, &digest)
         }
-        None => {
-            message = read_input(args.input.as_deref())?;
-            match scheme.hash() {
-                // Backends that sign digests only (HSMs, KMS) get the hash made here.
-                Some(h) if !resolved.backend.capabilities().sign_message => {
-                    digest = h.digest(&message);
-                    SignInput::digest(h, &digest)
-                }
-                _ => SignInput::message(&message),
+        None => match scheme.hash() {
+            // Every backend signs digests; hashing here keeps memory constant for any input.
+            Some(h) => {
+                digest = hash_input(args.input.as_deref(), h)?;
+                SignInput::digest(h, &digest)
             }
-        }
+            None => {
+                message = read_message(args.input.as_deref())?;
+                SignInput::message(&message)
+            }
+        },
     };
     let signature = resolved.backend.sign(&resolved.key, input, scheme).await?;
     let mut doc = json!({
@@ -92,7 +107,12 @@ pub(super) async fn sign(out: Out, keychain: &Keychain, args: &SignArgs) -> Resu
         doc["signature_base64"] = json!(Base64::encode_string(signature.as_bytes()));
         return out.report(&doc, String::new);
     }
-    let written = write_output(args.out.as_deref(), signature.as_bytes(), true)?;
+    let written = write_output(
+        args.out.as_deref(),
+        signature.as_bytes(),
+        true,
+        Secrecy::Public,
+    )?;
     match written.path() {
         Some(path) => {
             doc["out"] = json!(path);
@@ -152,10 +172,16 @@ pub(super) async fn verify(out: Out, keychain: Option<&Keychain>, args: &VerifyA
             digest = d;
             SignInput::digest(hash, &digest)
         }
-        None => {
-            message = read_input(args.input.as_deref())?;
-            SignInput::message(&message)
-        }
+        None => match scheme.hash() {
+            Some(h) => {
+                digest = hash_input(args.input.as_deref(), h)?;
+                SignInput::digest(h, &digest)
+            }
+            None => {
+                message = read_message(args.input.as_deref())?;
+                SignInput::message(&message)
+            }
+        },
     };
     for (label, version, public) in &candidates {
         match keychain::verify(public, input, scheme, &signature) {
@@ -216,7 +242,14 @@ pub(super) async fn encrypt(out: Out, keychain: &Keychain, args: &CipherArgs) ->
         check_binary_destination(args.out.as_deref())?;
     }
     let resolved = keychain.resolve(&args.key)?;
-    let plaintext = read_input(args.input.as_deref())?;
+    let plaintext =
+        read_input_limited(args.input.as_deref(), MAX_WHOLE_INPUT)?.ok_or_else(|| {
+            Error::invalid_input(format!(
+                "the input is larger than {}, the most `encrypt` takes: it seals the input in one \
+             piece in memory; larger data needs envelope encryption (keychain-envelope, planned)",
+                mib(MAX_WHOLE_INPUT)
+            ))
+        })?;
     let ciphertext = resolved
         .backend
         .encrypt(&resolved.key, &plaintext, args.aad.as_bytes())
@@ -231,7 +264,7 @@ pub(super) async fn encrypt(out: Out, keychain: &Keychain, args: &CipherArgs) ->
         doc["ciphertext_base64"] = json!(Base64::encode_string(&ciphertext));
         return out.report(&doc, String::new);
     }
-    let written = write_output(args.out.as_deref(), &ciphertext, true)?;
+    let written = write_output(args.out.as_deref(), &ciphertext, true, Secrecy::Public)?;
     match written.path() {
         Some(path) => {
             doc["out"] = json!(path);
@@ -272,7 +305,12 @@ pub(super) async fn decrypt(out: Out, keychain: &Keychain, args: &CipherArgs) ->
         doc["plaintext_base64"] = json!(Base64::encode_string(plaintext.expose()));
         return out.report(&doc, String::new);
     }
-    let written = write_output(args.out.as_deref(), plaintext.expose(), false)?;
+    let written = write_output(
+        args.out.as_deref(),
+        plaintext.expose(),
+        false,
+        Secrecy::Secret,
+    )?;
     match written.path() {
         Some(path) => {
             doc["out"] = json!(path);

@@ -1,7 +1,6 @@
 //! `keychain dkek …` and `keychain key backup|restore`: SmartCard-HSM DKEK share files and key
 //! backups in the card's blob format.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,7 +16,7 @@ use zeroize::Zeroizing;
 
 use super::{resolve_name, target_of};
 use crate::cli::{KdfArgs, ShareSecret, SharesArgs};
-use crate::io::{read_file, write_output};
+use crate::io::{Existing, Secrecy, read_file, stage, write_file, write_output};
 use crate::output::{Out, fields};
 
 /// A progress bar for one share file's key derivation (hidden when stderr is no terminal).
@@ -91,7 +90,7 @@ pub(super) async fn create_share(
     let sealed = blocking(move || ShareFile::seal(&share, &password, &kdf)).await;
     bar.finish_and_clear();
     let bytes = sealed?.to_bytes();
-    write_private(file, &bytes)?;
+    write_file(file, &bytes, Secrecy::Secret, Existing::Keep)?;
     let doc = json!({
         "file": file.display().to_string(),
         "kcv": kcv.to_string(),
@@ -200,11 +199,24 @@ pub(super) async fn split(
         ));
     }
     create_private_dir(dir)?;
+    let mut staged = Vec::with_capacity(files.len());
     for (share, file) in custody.iter().zip(&files) {
         let mut text = share.to_text().expose().as_bytes().to_vec();
         text.push(b'\n');
         let text = Zeroizing::new(text);
-        write_private(file, &text)?;
+        staged.push(stage(file, &text, Secrecy::Secret, Existing::Keep)?);
+    }
+    // All files or none: a partial set could hold fewer shares than the threshold, which would
+    // only show when the DKEK is needed.
+    let mut placed: Vec<&PathBuf> = Vec::with_capacity(files.len());
+    for (staged, file) in staged.into_iter().zip(&files) {
+        if let Err(e) = staged.commit() {
+            for done in placed {
+                let _ = std::fs::remove_file(done);
+            }
+            return Err(e);
+        }
+        placed.push(file);
     }
     let kcv = dkek.kcv().to_string();
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
@@ -260,20 +272,6 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::from(e).with_context(format_args!("creating {}", dir.display())))
 }
 
-/// Writes a new file (never overwriting; 0600 on Unix) and syncs it.
-fn write_private(file: &Path, bytes: &[u8]) -> Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options
-        .open(file)
-        .map_err(|e| Error::from(e).with_context(format_args!("creating {}", file.display())))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::from(e).with_context(format_args!("writing {}", file.display())))
-}
-
 /// `dkek kcv`.
 pub(super) async fn kcv(out: Out, args: &SharesArgs) -> Result<()> {
     let dkek = dkek_of(args).await?;
@@ -324,7 +322,7 @@ pub(super) async fn backup(
         }
     };
     let blob = dkek::wrap_key(&dkek, &material, &WrapOptions::new())?;
-    write_output(Some(file), &blob, true)?;
+    write_output(Some(file), &blob, true, Secrecy::Secret)?;
     let kcv = dkek.kcv().to_string();
     let doc = json!({
         "key": target_of(&resolved),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{resolve_name, target_of};
 use crate::cli::{GenerateArgs, ImportArgs, PublicFormat, usage_names};
-use crate::io::{read_input, write_output};
+use crate::io::{Secrecy, read_input, write_output};
 use crate::output::{Out, Table, fields, fingerprint, key_json, protection_name, timestamp};
 use crate::progress::Spinner;
 
@@ -274,7 +274,7 @@ pub(super) async fn export_public(
     });
     match file {
         Some(path) if path.as_os_str() != "-" => {
-            let written = write_output(Some(path), text.as_bytes(), false)?;
+            let written = write_output(Some(path), text.as_bytes(), false, Secrecy::Public)?;
             doc["out"] = json!(written.path());
             out.report(&doc, || {
                 format!(
@@ -289,7 +289,7 @@ pub(super) async fn export_public(
             doc["public_key"] = value;
             out.report(&doc, String::new)
         }
-        _ => write_output(None, text.as_bytes(), false).map(drop),
+        _ => write_output(None, text.as_bytes(), false, Secrecy::Public).map(drop),
     }
 }
 

@@ -6,9 +6,11 @@ mod demo;
 mod dkek;
 mod key;
 
+use std::path::Path;
+
 use keychain::{Error, KeyName, Keychain, Resolved, Result, SecretSource};
 
-use crate::cli::{Cli, Command, DkekCommand, KeyCommand};
+use crate::cli::{Cli, Command, DkekCommand, KeyCommand, SharesArgs};
 use crate::output::Out;
 
 /// Runs the parsed command line.
@@ -16,6 +18,9 @@ use crate::output::Out;
 /// # Errors
 /// Whatever the command fails with; the caller maps its kind to the exit code.
 pub(crate) async fn run(cli: Cli) -> Result<()> {
+    // Before anything is read or written: an output over an input would destroy the input.
+    let (inputs, outputs) = files(&cli);
+    crate::io::check_files(&inputs, &outputs)?;
     let out = Out { format: cli.output };
     let config = cli.config.as_deref();
     match cli.command {
@@ -54,6 +59,88 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             result.and(closed)
         }
     }
+}
+
+/// A file a command reads or writes, with the option that names it.
+type NamedFile<'a> = (&'static str, &'a Path);
+
+/// The files a DKEK source reads.
+fn shares<'a>(inputs: &mut Vec<NamedFile<'a>>, args: &'a SharesArgs) {
+    for (option, paths) in [
+        ("--share", &args.shares),
+        ("--custody", &args.custody),
+        ("--password-file", &args.password_files),
+        ("--pwd-shares-file", &args.pwd_shares_files),
+    ] {
+        inputs.extend(paths.iter().map(|p| (option, p.as_path())));
+    }
+}
+
+/// The files `cli` names: (inputs, outputs). The configuration counts as an input of the
+/// commands that write a file, all of which open it.
+fn files(cli: &Cli) -> (Vec<NamedFile<'_>>, Vec<NamedFile<'_>>) {
+    let mut inputs: Vec<NamedFile<'_>> = Vec::new();
+    let mut outputs: Vec<NamedFile<'_>> = Vec::new();
+    match &cli.command {
+        Command::Sign(args) => {
+            inputs.extend(args.input.as_deref().map(|p| ("--in", p)));
+            outputs.extend(args.out.as_deref().map(|p| ("--out", p)));
+        }
+        Command::Verify(args) => {
+            inputs.extend(args.input.as_deref().map(|p| ("--in", p)));
+            inputs.push(("--signature", &args.signature));
+            inputs.extend(args.public_key.as_deref().map(|p| ("--public-key", p)));
+        }
+        Command::Encrypt(args) | Command::Decrypt(args) => {
+            inputs.extend(args.input.as_deref().map(|p| ("--in", p)));
+            outputs.extend(args.out.as_deref().map(|p| ("--out", p)));
+        }
+        Command::Key(KeyCommand::Import(args)) => inputs.push(("--in", &args.input)),
+        Command::Key(KeyCommand::ExportPublic { out, .. }) => {
+            outputs.extend(out.as_deref().map(|p| ("--out", p)));
+        }
+        Command::Key(KeyCommand::Backup { shares: s, out, .. }) => {
+            shares(&mut inputs, s);
+            outputs.push(("--out", out));
+        }
+        Command::Key(KeyCommand::Restore {
+            input, shares: s, ..
+        }) => {
+            inputs.push(("--sc-hsm-blob", input));
+            shares(&mut inputs, s);
+        }
+        Command::Dkek(DkekCommand::CreateShare {
+            file,
+            password_file,
+            ..
+        }) => {
+            inputs.extend(password_file.as_deref().map(|p| ("--password-file", p)));
+            outputs.push(("FILE", file));
+        }
+        Command::Dkek(DkekCommand::Kcv { shares: s } | DkekCommand::Split { shares: s, .. }) => {
+            shares(&mut inputs, s);
+        }
+        Command::Dkek(DkekCommand::Reconstruct { custody }) => {
+            inputs.extend(custody.iter().map(|p| ("--custody", p.as_path())));
+        }
+        Command::Demo
+        | Command::Backends
+        | Command::Doctor
+        | Command::Key(
+            KeyCommand::Generate(_)
+            | KeyCommand::List { .. }
+            | KeyCommand::Show { .. }
+            | KeyCommand::Rotate { .. }
+            | KeyCommand::Delete { .. },
+        ) => {}
+    }
+    if !outputs.is_empty()
+        && !matches!(cli.command, Command::Dkek(_))
+        && let Some(config) = &cli.config
+    {
+        inputs.push(("--config", config));
+    }
+    (inputs, outputs)
 }
 
 async fn with_keychain(out: Out, keychain: &Keychain, command: Command) -> Result<()> {
