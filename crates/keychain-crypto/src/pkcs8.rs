@@ -107,7 +107,11 @@ impl Kdf {
                         "scrypt log-n = {log_n} is out of range (N = 2^log-n must fit 64 bits)"
                     )));
                 }
-                limits.check_scrypt(1u64 << log_n, u64::from(r), u64::from(p))
+                limits.check_scrypt(1u64 << log_n, u64::from(r), u64::from(p))?;
+                // The scrypt crate's own rules (N below 2^(16·r), p·r bounded); no allocation.
+                scrypt::Params::new(log_n, r, p)
+                    .map(drop)
+                    .map_err(|e| Error::invalid_input(format!("invalid scrypt parameters: {e}")))
             }
         }
     }

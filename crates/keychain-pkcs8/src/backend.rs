@@ -460,7 +460,10 @@ impl Pkcs8Backend {
         let record: StoreRecord = serde_json::from_slice(&bytes).map_err(|e| {
             Error::new(
                 ErrorKind::Integrity,
-                format!("the store record {STORE_RECORD} is damaged: {e}"),
+                format!(
+                    "the store record {STORE_RECORD} is damaged ({e}); remove it, and the next \
+                     key opened with the password records a new one"
+                ),
             )
         })?;
         if record.format != STORE_FORMAT {
@@ -482,6 +485,17 @@ impl Pkcs8Backend {
             verifier.verify(password.expose().as_bytes(), &limits)
         })
         .await
+        .map_err(|e| match e.kind() {
+            // Parameters over the limits in the store's own record: damage, not input.
+            ErrorKind::InvalidInput => Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "the store record {STORE_RECORD} is unusable: {}",
+                    e.message()
+                ),
+            ),
+            _ => e,
+        })
     }
 
     async fn new_store_record(&self) -> Result<Vec<u8>> {
@@ -536,10 +550,9 @@ impl Pkcs8Backend {
                 Ok(Some(meta)) => out.push(KeyEntry::Healthy(meta.info())),
                 // Deleted between the listing and the read: not listed.
                 Ok(None) => {}
-                Err(e) if e.kind() == ErrorKind::Integrity => {
-                    out.push(KeyEntry::Damaged(DamagedKey::new(name, e)));
-                }
-                Err(e) => return Err(e),
+                // Unreadable for any reason (damage, permissions): reported, never hiding the
+                // keys after it.
+                Err(e) => out.push(KeyEntry::Damaged(DamagedKey::new(name, e))),
             }
         }
         Ok(out)

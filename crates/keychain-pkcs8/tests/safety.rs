@@ -559,3 +559,38 @@ async fn orphans_of_a_killed_writer_are_removed_under_the_lock() {
         .unwrap();
     assert_eq!(key_files(&root, "half").len(), 1);
 }
+
+#[tokio::test]
+async fn a_damaged_or_hostile_verifier_is_integrity_and_can_be_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("keys");
+    let k = name("k");
+    open(&root, PASSWORD)
+        .await
+        .generate_key(&k, &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    let record = root.join("store.json");
+    let original = std::fs::read_to_string(&record).unwrap();
+    assert!(original.contains("\"iterations\": 1000"), "{original}");
+    for bad in [
+        "{ damaged".to_owned(),
+        original.replace("\"iterations\": 1000", "\"iterations\": 4294967295"),
+        original.replace("\"format\": 1", "\"format\": 9"),
+    ] {
+        std::fs::write(&record, &bad).unwrap();
+        let e = open(&root, PASSWORD)
+            .await
+            .rotate_key(&k)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Integrity, "{bad}: {e}");
+    }
+    // The way out the message names: remove it; the next unlock records a new one.
+    std::fs::remove_file(&record).unwrap();
+    let backend = open(&root, PASSWORD).await;
+    backend.rotate_key(&k).await.unwrap();
+    assert!(record.exists());
+    let e = open(&root, "typo").await.rotate_key(&k).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+}
