@@ -266,7 +266,18 @@ fn main() {
         Config::in_memory(SecretSource::value("bench password"))
             .with_provider(keychain_pkcs8::ProviderKind::RustCrypto),
     );
+    // The same on a key directory: every use first compares the key's metadata stamp (one
+    // `lstat`) to notice another process's rotation or deletion. These rows price that check.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = open(
+        &rt,
+        Config::new(
+            dir.path().join("keys"),
+            SecretSource::value("bench password"),
+        ),
+    );
     let mut cases = aws_lc_cases(&rt, &backend);
+    cases.extend(disk_cases(&rt, &disk));
     #[cfg(feature = "rustcrypto")]
     cases.extend(rustcrypto::cases(&rt, &rc_backend));
     measure(&mut cases);
@@ -351,6 +362,56 @@ fn aws_lc_cases<'a>(rt: &'a tokio::runtime::Runtime, backend: &'a Pkcs8Backend) 
             baseline,
         ));
     }
+    cases
+}
+
+/// A signing row and a small-AEAD row on a backend over a key directory, against the same raw
+/// aws-lc-rs operations as the in-memory rows.
+fn disk_cases<'a>(rt: &'a tokio::runtime::Runtime, backend: &'a Pkcs8Backend) -> Vec<Case<'a>> {
+    let provider = keychain_crypto::AwsLcProvider::new();
+    let (_, alg, scheme) = SIGN_CASES[0];
+    let der = provider.generate(alg).expect("keygen");
+    let keychain = keychain_signer(rt, backend, alg, scheme, &der);
+    let digest_bytes = digest_for(scheme);
+    let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der.expose()).expect("key");
+    let baseline: Batch<'a> = Box::new(move |n| {
+        for _ in 0..n {
+            let dg = Digest::import_less_safe(&digest_bytes, &digest::SHA256).expect("digest");
+            black_box(kp.sign_digest(&dg).expect("sign").as_ref().to_vec());
+        }
+    });
+    let mut cases = vec![Case::new(
+        "aws-lc-rs",
+        "sign ECDSA P-256 (SHA-256 digest), key directory on disk",
+        None,
+        keychain,
+        baseline,
+    )];
+    let aes = SecretBytes::new(vec![7u8; 32]);
+    let keychain = keychain_sealer(rt, backend, &aes, 1024);
+    let raw = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, aes.expose()).expect("aes"));
+    let plaintext = vec![0x11u8; 1024];
+    let baseline: Batch<'a> = Box::new(move |n| {
+        for _ in 0..n {
+            let mut nonce = [0u8; 12];
+            aws_lc_rs::rand::fill(&mut nonce).expect("rng");
+            let mut buf = plaintext.clone();
+            raw.seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(b"aad"),
+                &mut buf,
+            )
+            .expect("seal");
+            black_box(buf);
+        }
+    });
+    cases.push(Case::new(
+        "aws-lc-rs",
+        "AES-256-GCM encrypt 1 KiB, key directory on disk",
+        Some(1024),
+        keychain,
+        baseline,
+    ));
     cases
 }
 
