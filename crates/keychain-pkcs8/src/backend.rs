@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +33,8 @@ const STORE_FORMAT: u32 = 1;
 /// How often a rotation re-prepares when the key changed algorithm under it (deleted and
 /// re-created by another process between preparing and committing).
 const ROTATE_ATTEMPTS: usize = 3;
+/// [`Entry::generation`] of an entry from a store that keeps no generation.
+const NO_GENERATION: u64 = u64::MAX;
 /// Largest `random` request.
 pub const MAX_RANDOM: usize = 1 << 20;
 
@@ -132,6 +134,10 @@ enum Loaded {
 
 /// A key's metadata plus the versions decrypted so far.
 struct Entry {
+    /// The store's generation when the entry was last known current ([`NO_GENERATION`] for
+    /// stores without one): while the store's generation is unchanged, nothing was written and
+    /// the stamp need not be looked up.
+    generation: AtomicU64,
     /// The stamp of `meta.json` taken before it was read: the entry is current while the stamp
     /// is unchanged.
     stamp: Stamp,
@@ -144,12 +150,18 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(stamp: Stamp, meta: Meta, loaded: HashMap<KeyVersion, Loaded>) -> Self {
+    fn new(
+        generation: Option<u64>,
+        stamp: Stamp,
+        meta: Meta,
+        loaded: HashMap<KeyVersion, Loaded>,
+    ) -> Self {
         let current = OnceLock::new();
         if let Some(l) = loaded.get(&meta.current()) {
             let _ = current.set(l.clone());
         }
         Self {
+            generation: AtomicU64::new(generation.unwrap_or(NO_GENERATION)),
             stamp,
             meta_key: meta_key(&meta.name),
             meta,
@@ -382,12 +394,6 @@ impl Pkcs8Backend {
     /// The entry for `name`: the cached one while its metadata is unchanged on disk (its
     /// stamp), else read afresh, keeping the decrypted versions whose key files are the same.
     async fn entry(&self, name: &KeyName) -> Result<Arc<Entry>> {
-        let meta_key = meta_key(name);
-        // Taken before the read: a change after it makes the next check reload.
-        let Some(stamp) = self.store.stamp(&meta_key)? else {
-            write(&self.cache).remove(name);
-            return Err(Self::not_found(name));
-        };
         let cached = self
             .cache
             .read()
@@ -395,10 +401,16 @@ impl Pkcs8Backend {
             .get(name)
             .cloned();
         if let Some(e) = &cached
-            && e.stamp == stamp
+            && self.is_current(e)
         {
             return Ok(Arc::clone(e));
         }
+        // Both taken before the read: a change after them makes the next check reload.
+        let generation = self.store.generation();
+        let Some(stamp) = self.store.stamp(&meta_key(name))? else {
+            write(&self.cache).remove(name);
+            return Err(Self::not_found(name));
+        };
         let meta = self
             .read_meta(name)
             .await?
@@ -415,9 +427,33 @@ impl Pkcs8Backend {
                 }
             }
         }
-        let entry = Arc::new(Entry::new(stamp, meta, loaded));
+        let entry = Arc::new(Entry::new(generation, stamp, meta, loaded));
         write(&self.cache).insert(name.clone(), Arc::clone(&entry));
         Ok(entry)
+    }
+
+    /// Whether a cached entry still describes the key on disk: the store's generation is the
+    /// one it was last checked at, or else its metadata's stamp is unchanged (another process,
+    /// or another backend on the same store, may have rotated, deleted or re-created it).
+    fn is_current(&self, entry: &Entry) -> bool {
+        // Taken first: a write after it changes the generation the next check sees.
+        let generation = self.store.generation();
+        if let Some(g) = generation
+            && entry.generation.load(Ordering::Acquire) == g
+        {
+            return true;
+        }
+        if self
+            .store
+            .stamp(&entry.meta_key)
+            .is_ok_and(|s| s == Some(entry.stamp))
+        {
+            if let Some(g) = generation {
+                entry.generation.store(g, Ordering::Release);
+            }
+            return true;
+        }
+        false
     }
 
     /// Proves the password before anything is written: checks it against the store's
@@ -1050,10 +1086,7 @@ impl Backend for Pkcs8Backend {
         {
             let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(entry) = cache.get(key.name())
-                && self
-                    .store
-                    .stamp(&entry.meta_key)
-                    .is_ok_and(|s| s == Some(entry.stamp))
+                && self.is_current(entry)
                 && key.version().is_none_or(|v| v == entry.meta.current())
                 && let Some(Loaded::Aead(k)) = entry.current.get()
                 && entry.meta.usages.contains(KeyUsage::Encrypt)

@@ -594,3 +594,38 @@ async fn a_damaged_or_hostile_verifier_is_integrity_and_can_be_replaced() {
     let e = open(&root, "typo").await.rotate_key(&k).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unauthenticated);
 }
+
+#[tokio::test]
+async fn backends_sharing_a_memory_store_see_each_others_changes() {
+    let store: Arc<dyn keychain_storage::BlobStore> =
+        Arc::new(keychain_storage::MemoryStore::new());
+    let backend = || {
+        Pkcs8Backend::with_store(
+            Arc::clone(&store),
+            PASSWORD.into(),
+            KDF,
+            Arc::new(keychain_crypto::AwsLcProvider::new()),
+        )
+        .unwrap()
+    };
+    let (a, b) = (backend(), backend());
+    let k = name("k");
+    a.generate_key(&k, &KeySpec::new(KeyAlgorithm::Aes256Gcm))
+        .await
+        .unwrap();
+    a.encrypt(&KeyRef::from(&k), b"x", b"").await.unwrap();
+    // Writes to other keys move the store's generation without invalidating this one.
+    b.generate_key(&name("other"), &KeySpec::new(KeyAlgorithm::EcP256))
+        .await
+        .unwrap();
+    a.encrypt(&KeyRef::from(&k), b"x", b"").await.unwrap();
+    b.rotate_key(&k).await.unwrap();
+    let ct = a.encrypt(&KeyRef::from(&k), b"x", b"").await.unwrap();
+    let version = keychain_crypto::AeadCiphertext::parse(&ct)
+        .unwrap()
+        .key_version;
+    assert_eq!(version, 2, "the fast path noticed the rotation");
+    b.delete_key(&k).await.unwrap();
+    let e = a.encrypt(&KeyRef::from(&k), b"x", b"").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+}

@@ -2,9 +2,10 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write as _};
-use std::os::unix::fs::MetadataExt as _;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -104,6 +105,9 @@ impl FileStoreOptions {
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+    /// The root, open: stamps look keys up relative to it, resolving two path components
+    /// instead of the whole absolute path on every use of a cached key.
+    root_dir: Arc<OwnedFd>,
     lock_timeout: Duration,
 }
 
@@ -155,8 +159,12 @@ impl FileStore {
             ));
         }
         remove_leftover_temp_files(&root);
+        let root_dir = File::open(&root)
+            .map_err(|e| io_error(e, "opening store root", &root))?
+            .into();
         Ok(Self {
             root,
+            root_dir: Arc::new(root_dir),
             lock_timeout: options.lock_timeout,
         })
     }
@@ -346,23 +354,30 @@ impl BlobStore for FileStore {
 
     fn stamp(&self, key: &str) -> Result<Option<Stamp>> {
         validate_key(key)?;
-        let path = self.root.join(key);
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() => {
-                // Nanoseconds since the epoch wrap only in 2554.
-                let mtime = (meta.mtime() as u64)
+        use rustix::fs::{AtFlags, FileType, statat};
+        match statat(&*self.root_dir, key, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                // Bit patterns, not quantities: only equality matters. Nanoseconds since the
+                // epoch wrap only in 2554.
+                let mtime = (st.st_mtime as u64)
                     .wrapping_mul(1_000_000_000)
-                    .wrapping_add(meta.mtime_nsec() as u64);
+                    .wrapping_add(st.st_mtime_nsec);
                 Ok(Some(Stamp::new([
-                    meta.dev(),
-                    meta.ino(),
-                    meta.len(),
+                    st.st_dev,
+                    st.st_ino,
+                    st.st_size as u64,
                     mtime,
                 ])))
             }
             Ok(_) => Ok(None),
-            Err(e) if is_absent(&e) => Ok(None),
-            Err(e) => Err(io_error(e, "inspecting", &path)),
+            Err(errno) => {
+                let e = io::Error::from(errno);
+                if is_absent(&e) {
+                    Ok(None)
+                } else {
+                    Err(io_error(e, "inspecting", &self.root.join(key)))
+                }
+            }
         }
     }
 }

@@ -141,6 +141,15 @@ pub trait BlobStore: Send + Sync + Debug + 'static {
     ///
     /// `InvalidInput` for an invalid key; storage failures.
     fn stamp(&self, key: &str) -> Result<Option<Stamp>>;
+
+    /// A counter that changes with every write or delete anywhere in the store, when the store
+    /// can keep one that every user of it sees — [`MemoryStore`] can; [`FileStore`] cannot, as
+    /// other processes write to it, and returns `None`. Equal values taken at two moments mean
+    /// nothing in the store changed in between, which spares a cache its per-key
+    /// [`BlobStore::stamp`] checks. The default is `None`: "cannot tell".
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -374,6 +383,35 @@ mod tests {
         list(make().as_ref()).await;
         rejects_invalid_keys(make().as_ref()).await;
         parent_child_conflicts(make().as_ref()).await;
+    }
+
+    #[tokio::test]
+    async fn generation_counts_changes_where_it_can() {
+        let store = MemoryStore::new();
+        let g = || store.generation().expect("memory stores count");
+        let start = g();
+        store.put("a", b"1").await.expect("put");
+        let after_put = g();
+        assert_ne!(after_put, start);
+        store.get("a").await.expect("get");
+        store.stamp("a").expect("stamp");
+        let _lock = store.lock("a").await.expect("lock");
+        assert!(store.create("a", b"2").await.is_err());
+        assert!(!store.delete("missing").await.expect("delete"));
+        assert_eq!(g(), after_put, "reads and failed writes change nothing");
+        store.create("b", b"2").await.expect("create");
+        let after_create = g();
+        assert_ne!(after_create, after_put);
+        assert!(store.delete("a").await.expect("delete"));
+        assert_ne!(g(), after_create);
+
+        let dir = crate::file::tests::private_tempdir();
+        let file = FileStore::open(dir.path(), FileStoreOptions::default()).expect("open");
+        assert_eq!(
+            file.generation(),
+            None,
+            "other processes write without telling"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

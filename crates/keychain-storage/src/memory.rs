@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use keychain_core::{Error, ErrorKind, Result, async_trait};
@@ -22,6 +23,8 @@ use crate::{BlobStore, RecordLock, Stamp};
 #[derive(Default)]
 pub struct MemoryStore {
     blobs: Mutex<Blobs>,
+    /// Bumped after every change, while the change's lock is still held.
+    generation: AtomicU64,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -91,6 +94,7 @@ impl BlobStore for MemoryStore {
         let mut blobs = self.blobs();
         check_no_conflict(&blobs.map, key)?;
         blobs.insert(key, data);
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -105,12 +109,18 @@ impl BlobStore for MemoryStore {
         }
         check_no_conflict(&blobs.map, key)?;
         blobs.insert(key, data);
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
         validate_key(key)?;
-        Ok(self.blobs().map.remove(key).is_some())
+        let mut blobs = self.blobs();
+        let existed = blobs.map.remove(key).is_some();
+        if existed {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+        Ok(existed)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -144,5 +154,9 @@ impl BlobStore for MemoryStore {
             .map
             .get(key)
             .map(|(write, _)| Stamp::new([*write, 0, 0, 0])))
+    }
+
+    fn generation(&self) -> Option<u64> {
+        Some(self.generation.load(Ordering::Acquire))
     }
 }
