@@ -1040,9 +1040,8 @@ fn test() -> Result {
     // backend's conformance suite, the umbrella's optional backends). The RSA opt-in of that
     // provider changes only keychain-crypto and its dependents, so its unit tests run last,
     // filtered.
-    const FEATURES: &str =
-        "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws,keychain/vault,keychain/tpm2";
-    const WITH_RSA_OPT_IN: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/aws,keychain/vault,keychain/tpm2,keychain-crypto/rustcrypto-rsa-insecure";
+    const FEATURES: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/sc-hsm,keychain/aws,keychain/vault,keychain/tpm2";
+    const WITH_RSA_OPT_IN: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/sc-hsm,keychain/aws,keychain/vault,keychain/tpm2,keychain-crypto/rustcrypto-rsa-insecure";
     let runs: [&[&str]; 3] = [
         &[
             "test",

@@ -77,7 +77,14 @@ impl Default for Config {
 }
 
 /// Path attributes `from_uri` understands (`key-id` names a key, not the backend).
-const KNOWN_PATH: &[&str] = &["key-id", "region", "endpoint", "alias-prefix", "name"];
+const KNOWN_PATH: &[&str] = &[
+    "key-id",
+    "region",
+    "endpoint",
+    "alias-prefix",
+    "name",
+    "version",
+];
 /// Query attributes `from_uri` understands.
 const KNOWN_QUERY: &[&str] = &[
     "region",
@@ -176,7 +183,7 @@ impl Config {
     /// value that is not UTF-8 or not a number where one is expected, or static credentials
     /// with only one of the key id and the secret.
     pub fn from_uri(uri: &KeyUri) -> Result<Self> {
-        if uri.scheme() != "awskms" {
+        if !<Self as keychain_core::BackendConfig>::URI_SCHEMES.contains(&uri.scheme()) {
             return Err(Error::invalid_input(format!(
                 "expected an awskms: URI, got scheme `{}`",
                 uri.scheme()
@@ -288,6 +295,40 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
         return Err(Error::invalid_input("alias-prefix is too long"));
     }
     Ok(())
+}
+
+#[keychain_core::async_trait]
+impl keychain_core::BackendConfig for Config {
+    const TYPE: &'static str = "aws";
+    /// `aws:`, and `awskms:` as documented before.
+    const URI_SCHEMES: &'static [&'static str] = &["aws", "awskms"];
+
+    fn from_uri(uri: &KeyUri) -> Result<Self> {
+        Self::from_uri(uri)
+    }
+
+    /// A URI naming a `region` matches the backend in that region (a backend whose region comes
+    /// from the environment matches any).
+    fn matches(&self, uri: &KeyUri) -> bool {
+        match (uri.path_attr("region"), &self.region) {
+            (Some(want), Some(have)) => want == have,
+            _ => true,
+        }
+    }
+
+    /// `name=KEY`, or `key-id=alias/<alias-prefix>KEY` (also as an alias ARN); `version=N`.
+    fn key_ref(&self, uri: &KeyUri) -> Result<keychain_core::KeyRef> {
+        let name = crate::naming::key_name_from_uri(uri, &self.alias_prefix)
+            .ok_or_else(|| Error::invalid_input(format!("key URI `{uri}` names no key")))??;
+        Ok(match keychain_core::registration::uri_version(uri)? {
+            None => keychain_core::KeyRef::latest(name),
+            Some(v) => keychain_core::KeyRef::versioned(name, v),
+        })
+    }
+
+    async fn open(self, _name: &str) -> Result<std::sync::Arc<dyn keychain_core::Backend>> {
+        Ok(std::sync::Arc::new(crate::AwsKmsBackend::open(self).await?))
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use keychain::{BackendConfig, Config, Error, Keychain, Result};
+use keychain::{BackendSection, Config, Error, Keychain, Result};
 
 /// The embedded default's key directory, relative to the working directory.
 pub(crate) const DEFAULT_DIR: &str = "./.keychain";
@@ -62,7 +62,7 @@ pub(crate) fn embedded_default() -> Config {
     settings.insert("dir".into(), toml::Value::String(DEFAULT_DIR.into()));
     settings.insert("password".into(), toml::Value::String("prompt".into()));
     Config::default()
-        .with_backend("local", BackendConfig::new("pkcs8", settings))
+        .with_backend("local", BackendSection::new("pkcs8", settings))
         .with_default("local")
 }
 

@@ -9,6 +9,7 @@ mod error;
 mod key;
 mod name;
 mod public_key;
+pub mod registration;
 mod secret;
 mod signature;
 mod uri;
@@ -27,6 +28,7 @@ pub use crate::key::{
 };
 pub use crate::name::{KeyName, KeyRef, KeyVersion};
 pub use crate::public_key::{PublicKey, identify_key_algorithm};
+pub use crate::registration::BackendConfig;
 pub use crate::secret::{PromptHook, SecretBytes, SecretSource, SecretString, set_prompt_hook};
 pub use crate::signature::{
     SignInput, Signature, ecdsa_der_to_fixed, ecdsa_fixed_to_der, ecdsa_scalar_len, verify,

@@ -198,7 +198,7 @@ impl Config {
     /// `pin-source` and `pin-value`, or an attribute this backend does not know (another RFC 7512
     /// token selector such as `serial` is [`keychain_core::ErrorKind::Unsupported`]).
     pub fn from_uri(uri: &KeyUri) -> Result<Self> {
-        if uri.scheme() != "pkcs11" {
+        if !<Self as keychain_core::BackendConfig>::URI_SCHEMES.contains(&uri.scheme()) {
             return Err(Error::invalid_input(format!(
                 "expected a pkcs11: URI, got scheme `{}`",
                 uri.scheme()
@@ -298,6 +298,32 @@ impl Config {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[keychain_core::async_trait]
+impl keychain_core::BackendConfig for Config {
+    const TYPE: &'static str = "pkcs11";
+    const URI_SCHEMES: &'static [&'static str] = &["pkcs11"];
+
+    fn from_uri(uri: &KeyUri) -> Result<Self> {
+        Self::from_uri(uri)
+    }
+
+    /// A URI matches the backend on the token it names (`token=` label or `slot-id=`); a URI
+    /// naming neither matches every PKCS#11 backend.
+    fn matches(&self, uri: &KeyUri) -> bool {
+        let token_ok = uri
+            .path_attr("token")
+            .is_none_or(|t| self.token.as_deref() == Some(t));
+        let slot_ok = uri
+            .path_attr("slot-id")
+            .is_none_or(|s| self.slot_id.is_some_and(|have| have.to_string() == s));
+        token_ok && slot_ok
+    }
+
+    async fn open(self, _name: &str) -> Result<std::sync::Arc<dyn keychain_core::Backend>> {
+        Ok(std::sync::Arc::new(crate::Pkcs11Backend::open(self).await?))
     }
 }
 

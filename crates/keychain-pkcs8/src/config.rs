@@ -1,8 +1,9 @@
 //! Configuration of the software backend.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use keychain_core::SecretSource;
+use keychain_core::{Backend, BackendConfig, Error, KeyUri, Result, SecretSource, async_trait};
 use keychain_crypto::pkcs8::{Kdf, KdfLimits};
 use serde::{Deserialize, Serialize};
 
@@ -95,4 +96,78 @@ pub enum ProviderKind {
     /// `rustcrypto-rsa-insecure` (RUSTSEC-2023-0071).
     #[serde(rename = "rustcrypto")]
     RustCrypto,
+}
+
+/// Path attributes a `pkcs8:` URI may carry (besides `x-` extensions).
+const KNOWN_PATH: &[&str] = &["name", "version", "dir"];
+/// Query attributes a `pkcs8:` URI may carry.
+const KNOWN_QUERY: &[&str] = &["password-source", "provider", "version"];
+
+#[async_trait]
+impl BackendConfig for Config {
+    const TYPE: &'static str = "pkcs8";
+    const URI_SCHEMES: &'static [&'static str] = &["pkcs8"];
+
+    /// `pkcs8:name=KEY;dir=DIR?password-source=env:VAR&provider=rustcrypto`: the key directory
+    /// (omitted: in memory), where the password comes from (`env:VAR`, `file:PATH` or `prompt`;
+    /// default the `KEYCHAIN_PASSWORD` variable) and the crypto provider. `name` and `version`
+    /// name a key, not the backend.
+    ///
+    /// ```
+    /// use keychain_core::{BackendConfig, KeyUri};
+    /// use keychain_pkcs8::Config;
+    /// let uri: KeyUri = "pkcs8:name=signer;dir=/var/lib/keys?password-source=env:PW".parse()?;
+    /// let config = Config::from_uri(&uri)?;
+    /// assert_eq!(config.dir.as_deref(), Some(std::path::Path::new("/var/lib/keys")));
+    /// # Ok::<(), keychain_core::Error>(())
+    /// ```
+    fn from_uri(uri: &KeyUri) -> Result<Self> {
+        if !Self::URI_SCHEMES.contains(&uri.scheme()) {
+            return Err(Error::invalid_input(format!(
+                "expected a pkcs8: URI, got scheme `{}`",
+                uri.scheme()
+            )));
+        }
+        uri.check_attrs(KNOWN_PATH, KNOWN_QUERY)?;
+        let mut config = Self::default();
+        if let Some(dir) = uri.text_attr("dir").transpose()? {
+            config.dir = Some(PathBuf::from(dir));
+        }
+        if let Some(source) = uri.secret_source("password-source").transpose()? {
+            config.password = source;
+        }
+        if let Some(provider) = uri.query_attr("provider") {
+            config.provider = match provider {
+                "aws-lc-rs" => ProviderKind::AwsLcRs,
+                "rustcrypto" => ProviderKind::RustCrypto,
+                other => {
+                    return Err(Error::invalid_input(format!(
+                        "unknown provider {other:?}; expected aws-lc-rs or rustcrypto"
+                    )));
+                }
+            };
+        }
+        Ok(config)
+    }
+
+    /// A URI with `dir=` matches the backend keeping its keys in that directory (compared
+    /// after resolving links); a URI without one matches any.
+    fn matches(&self, uri: &KeyUri) -> bool {
+        match (uri.path_attr("dir"), &self.dir) {
+            (None, _) => true,
+            (Some(want), Some(have)) => same_dir(Path::new(want), have),
+            (Some(_), None) => false,
+        }
+    }
+
+    async fn open(self, _name: &str) -> Result<Arc<dyn Backend>> {
+        Ok(Arc::new(crate::Pkcs8Backend::open(self).await?))
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }

@@ -166,7 +166,7 @@ impl Config {
     /// [`keychain_core::ErrorKind::InvalidInput`] for another scheme, an unknown attribute or an
     /// unparsable value.
     pub fn from_uri(uri: &KeyUri) -> Result<Self> {
-        if uri.scheme() != "tpm2" {
+        if !<Self as keychain_core::BackendConfig>::URI_SCHEMES.contains(&uri.scheme()) {
             return Err(Error::invalid_input(format!(
                 "a tpm2 backend cannot open a {}: URI",
                 uri.scheme()
@@ -236,6 +236,27 @@ fn parse_bool(what: &str, s: &str) -> Result<bool> {
         _ => Err(Error::invalid_input(format!(
             "{what} must be true or false, not {s:?}"
         ))),
+    }
+}
+
+#[keychain_core::async_trait]
+impl keychain_core::BackendConfig for Config {
+    const TYPE: &'static str = "tpm2";
+    const URI_SCHEMES: &'static [&'static str] = &["tpm2"];
+
+    fn from_uri(uri: &KeyUri) -> Result<Self> {
+        Self::from_uri(uri)
+    }
+
+    /// A URI matches the backend on the TPM (`tcti=`) it names; a URI naming none matches
+    /// every TPM backend.
+    fn matches(&self, uri: &KeyUri) -> bool {
+        let tcti = uri.path_attr("tcti").or_else(|| uri.query_attr("tcti"));
+        tcti.is_none_or(|t| t == self.tcti)
+    }
+
+    async fn open(self, _name: &str) -> Result<std::sync::Arc<dyn keychain_core::Backend>> {
+        Ok(std::sync::Arc::new(crate::TpmBackend::open(self).await?))
     }
 }
 

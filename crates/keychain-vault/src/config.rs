@@ -241,7 +241,7 @@ impl Config {
     /// value that is not UTF-8 or not a number where one is expected, no address, or only one
     /// of the AppRole credentials.
     pub fn from_uri(uri: &KeyUri) -> Result<Self> {
-        if uri.scheme() != "transit" {
+        if !<Self as keychain_core::BackendConfig>::URI_SCHEMES.contains(&uri.scheme()) {
             return Err(Error::invalid_input(format!(
                 "expected a transit: URI, got scheme `{}`",
                 uri.scheme()
@@ -339,6 +339,34 @@ fn validate_path(what: &str, path: &str) -> Result<()> {
         Err(Error::invalid_input(format!(
             "{what} {path:?} must be non-empty segments of A-Z a-z 0-9 - _ . separated by /"
         )))
+    }
+}
+
+#[keychain_core::async_trait]
+impl keychain_core::BackendConfig for Config {
+    const TYPE: &'static str = "vault";
+    /// `vault:`, and `transit:` as documented before.
+    const URI_SCHEMES: &'static [&'static str] = &["vault", "transit"];
+
+    fn from_uri(uri: &KeyUri) -> Result<Self> {
+        Self::from_uri(uri)
+    }
+
+    /// A URI matches the backend on the mount (`mount=`, default `transit`) and server
+    /// (`address=`) it names; attributes it leaves out match any.
+    fn matches(&self, uri: &KeyUri) -> bool {
+        let mount = uri.path_attr("mount").or_else(|| uri.query_attr("mount"));
+        let mount_ok = mount.is_none_or(|m| m.trim_matches('/') == self.mount.trim_matches('/'));
+        let address_ok = uri
+            .query_attr("address")
+            .is_none_or(|a| self.address.trim_end_matches('/') == a.trim_end_matches('/'));
+        mount_ok && address_ok
+    }
+
+    async fn open(self, _name: &str) -> Result<std::sync::Arc<dyn keychain_core::Backend>> {
+        Ok(std::sync::Arc::new(
+            crate::TransitBackend::open(self).await?,
+        ))
     }
 }
 

@@ -38,16 +38,16 @@ pub struct Config {
     /// The backends, by name. A name is 1-63 characters of `[A-Za-z0-9_-]` starting with a letter
     /// or digit (like a key name), so `name:key` is never ambiguous.
     #[serde(default)]
-    pub backends: BTreeMap<String, BackendConfig>,
+    pub backends: BTreeMap<String, BackendSection>,
 }
 
 /// One backend in a [`Config`].
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
-pub struct BackendConfig {
-    /// The backend type: `pkcs8`, `pkcs11`, `sc-hsm`, `tpm2`, `aws`, `gcp`, `azure`, `vault`, or
-    /// a type an application registered with [`crate::Openers::register`].
+pub struct BackendSection {
+    /// The backend type: `pkcs8`, `pkcs11`, `sc-hsm`, `tpm2`, `aws`, `vault`, or a type an
+    /// application registered with [`crate::Openers::register_config`].
     #[serde(rename = "type")]
     pub backend_type: String,
     /// Layers around the backend, the first listed outermost (see [`keychain_layers::apply_all`]).
@@ -61,7 +61,7 @@ pub struct BackendConfig {
     pub settings: toml::Table,
 }
 
-impl BackendConfig {
+impl BackendSection {
     /// A backend of `backend_type` with the given settings, no layers and no fallback.
     pub fn new(backend_type: impl Into<String>, settings: toml::Table) -> Self {
         Self {
@@ -131,7 +131,7 @@ impl Config {
         );
         settings.insert("password".into(), toml::Value::Table(password));
         let mut backends = BTreeMap::new();
-        backends.insert("local".to_owned(), BackendConfig::new("pkcs8", settings));
+        backends.insert("local".to_owned(), BackendSection::new("pkcs8", settings));
         Self {
             default: Some("local".into()),
             backends,
@@ -140,7 +140,7 @@ impl Config {
 
     /// Adds a backend.
     #[must_use]
-    pub fn with_backend(mut self, name: impl Into<String>, backend: BackendConfig) -> Self {
+    pub fn with_backend(mut self, name: impl Into<String>, backend: BackendSection) -> Self {
         self.backends.insert(name.into(), backend);
         self
     }

@@ -6,8 +6,8 @@ mod registry;
 mod router;
 mod signer;
 
-pub use crate::config::{BackendConfig, Config};
-pub use crate::registry::{BackendFactory, Entry, Openers, Registry};
+pub use crate::config::{BackendSection, Config};
+pub use crate::registry::{BackendFactory, Entry, Openers, Registration, Registry};
 pub use crate::router::{Keychain, Resolved};
 pub use crate::signer::{
     BlockingKeySigner, KeySigner, SignatureType, signature_algorithm_identifier,
@@ -26,6 +26,9 @@ pub use keychain_pkcs8 as pkcs8;
 /// The PKCS#11 backend (re-exported `keychain-pkcs11`).
 #[cfg(feature = "pkcs11")]
 pub use keychain_pkcs11 as pkcs11;
+/// The SmartCard-HSM backend and DKEK formats (re-exported `keychain-sc-hsm`).
+#[cfg(feature = "sc-hsm")]
+pub use keychain_sc_hsm as sc_hsm;
 /// The TPM 2.0 backend (re-exported `keychain-tpm2`).
 #[cfg(feature = "tpm2")]
 pub use keychain_tpm2 as tpm2;

@@ -3,23 +3,34 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::marker::PhantomData;
+
 use async_trait::async_trait;
-use keychain_core::{Backend, Error, ErrorKind, KeyUri, Result};
+use keychain_core::{Backend, BackendConfig, Error, ErrorKind, KeyRef, KeyUri, Result};
 
 use crate::config::{Config, check_backend_name};
 
 /// Opens backends of one type from their configuration settings.
 ///
-/// The built-in backends have factories behind their cargo features ([`Openers::builtin`]); an
-/// application registers its own with [`Openers::register`]. Nothing registers itself at
-/// start-up: the set of openers is whatever the program built.
+/// Every backend crate describes itself with [`BackendConfig`]; [`Registration`] turns that
+/// into a factory, and [`Openers::register_config`] adds it. The built-in backends are
+/// registered behind their cargo features ([`Openers::builtin`]); an application registers its
+/// own the same way. Nothing registers itself at start-up: the set of openers is whatever the
+/// program built. Implement this trait directly only for a backend without a typed
+/// configuration.
 #[async_trait]
 pub trait BackendFactory: Send + Sync {
     /// The `type` this factory opens (`pkcs8`).
     fn backend_type(&self) -> &str;
 
-    /// The [`KeyUri`] scheme of this backend's keys (`pkcs8`, `pkcs11`, `awskms`, ...).
-    fn uri_scheme(&self) -> &str;
+    /// Other `type` names it also opens (names documented before).
+    fn type_aliases(&self) -> &[&str] {
+        &[]
+    }
+
+    /// The [`KeyUri`] schemes of this backend's keys, the canonical one first (`pkcs8`,
+    /// `pkcs11`, `aws` and `awskms`, ...).
+    fn uri_schemes(&self) -> &[&str];
 
     /// Opens a backend named `name` from its settings (the backend's table in the configuration
     /// without `type`, `layers` and `fallback`).
@@ -36,17 +47,85 @@ pub trait BackendFactory: Send + Sync {
         let _ = (settings, uri);
         true
     }
+
+    /// The key `uri` names in a backend opened from `settings`. The default reads the common
+    /// attributes ([`keychain_core::registration::default_key_ref`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the URI names no key or names it in a form the backend
+    /// does not recognise.
+    fn key_ref(&self, settings: &toml::Table, uri: &KeyUri) -> Result<KeyRef> {
+        let _ = settings;
+        keychain_core::registration::default_key_ref(uri)
+    }
 }
 
-/// Backend types and the cargo feature of the `keychain` crate that brings each in.
+/// The [`BackendFactory`] of a backend crate's [`BackendConfig`]: settings tables deserialize
+/// into the typed configuration, which opens the backend, matches URIs and reads their keys.
+pub struct Registration<C>(PhantomData<fn() -> C>);
+
+impl<C> Registration<C> {
+    /// The factory of `C`.
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<C> Default for Registration<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: BackendConfig> std::fmt::Debug for Registration<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Registration").field(&C::TYPE).finish()
+    }
+}
+
+#[async_trait]
+impl<C: BackendConfig> BackendFactory for Registration<C> {
+    fn backend_type(&self) -> &str {
+        C::TYPE
+    }
+
+    fn type_aliases(&self) -> &[&str] {
+        C::TYPE_ALIASES
+    }
+
+    fn uri_schemes(&self) -> &[&str] {
+        C::URI_SCHEMES
+    }
+
+    async fn open(&self, name: &str, settings: &toml::Table) -> Result<Arc<dyn Backend>> {
+        settings_into::<C>(settings)?.open(name).await
+    }
+
+    fn matches(&self, settings: &toml::Table, uri: &KeyUri) -> bool {
+        settings_into::<C>(settings).is_ok_and(|c| c.matches(uri))
+    }
+
+    fn key_ref(&self, settings: &toml::Table, uri: &KeyUri) -> Result<KeyRef> {
+        settings_into::<C>(settings)?.key_ref(uri)
+    }
+}
+
+/// A backend's settings table as its typed configuration.
+fn settings_into<C: BackendConfig>(table: &toml::Table) -> Result<C> {
+    table
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| Error::invalid_input(e.message().to_owned()))
+}
+
+/// Backend types and the cargo feature of the `keychain` crate that brings each in: only
+/// features that exist.
 const KNOWN_TYPES: &[(&str, &str)] = &[
     ("pkcs8", "pkcs8"),
     ("pkcs11", "pkcs11"),
     ("sc-hsm", "sc-hsm"),
     ("tpm2", "tpm2"),
     ("aws", "aws"),
-    ("gcp", "gcp"),
-    ("azure", "azure"),
     ("vault", "vault"),
 ];
 
@@ -70,26 +149,32 @@ impl Openers {
 
     /// The openers of every backend compiled into this build (one per enabled cargo feature).
     pub fn builtin() -> Self {
-        #[allow(unused_mut, reason = "empty when no backend feature is enabled")]
         let mut openers = Self::new();
-        #[cfg(feature = "pkcs8")]
-        openers.register(Arc::new(crate::backends::Pkcs8Factory));
-        #[cfg(feature = "pkcs11")]
-        openers.register(Arc::new(crate::backends::Pkcs11Factory));
-        #[cfg(feature = "aws")]
-        openers.register(Arc::new(crate::backends::AwsFactory));
-        #[cfg(feature = "vault")]
-        openers.register(Arc::new(crate::backends::VaultFactory));
-        #[cfg(feature = "tpm2")]
-        openers.register(Arc::new(crate::backends::Tpm2Factory));
+        crate::backends::register_builtin(&mut openers);
         openers
     }
 
-    /// Adds (or replaces) the factory for its backend type.
+    /// Adds (or replaces) the factory for its backend type and each of its aliases.
     pub fn register(&mut self, factory: Arc<dyn BackendFactory>) -> &mut Self {
+        for alias in factory.type_aliases() {
+            self.factories
+                .insert((*alias).to_owned(), Arc::clone(&factory));
+        }
         self.factories
             .insert(factory.backend_type().to_owned(), factory);
         self
+    }
+
+    /// Adds the backend a [`BackendConfig`] describes: how every backend crate, and a
+    /// downstream one, is registered.
+    ///
+    /// ```
+    /// let mut openers = keychain::Openers::new();
+    /// openers.register_config::<keychain::pkcs8::Config>();
+    /// assert!(openers.get("pkcs8").is_ok());
+    /// ```
+    pub fn register_config<C: BackendConfig>(&mut self) -> &mut Self {
+        self.register(Arc::new(Registration::<C>::new()))
     }
 
     /// The factory for `backend_type`.
@@ -125,7 +210,7 @@ impl Openers {
 pub struct Entry {
     backend: Arc<dyn Backend>,
     backend_type: String,
-    uri_scheme: String,
+    uri_schemes: Vec<String>,
     factory: Option<Arc<dyn BackendFactory>>,
     settings: toml::Table,
     metrics: Option<keychain_layers::Metrics>,
@@ -135,7 +220,7 @@ impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Entry")
             .field("backend_type", &self.backend_type)
-            .field("uri_scheme", &self.uri_scheme)
+            .field("uri_schemes", &self.uri_schemes)
             .finish_non_exhaustive()
     }
 }
@@ -151,9 +236,26 @@ impl Entry {
         &self.backend_type
     }
 
-    /// The [`KeyUri`] scheme of its keys.
+    /// The canonical [`KeyUri`] scheme of its keys.
     pub fn uri_scheme(&self) -> &str {
-        &self.uri_scheme
+        self.uri_schemes.first().map_or("", String::as_str)
+    }
+
+    /// Every [`KeyUri`] scheme its keys answer to, the canonical one first.
+    pub fn uri_schemes(&self) -> &[String] {
+        &self.uri_schemes
+    }
+
+    fn serves(&self, scheme: &str) -> bool {
+        self.uri_schemes.iter().any(|s| s == scheme)
+    }
+
+    /// The key `uri` names in this backend.
+    pub(crate) fn key_ref(&self, uri: &KeyUri) -> Result<KeyRef> {
+        match &self.factory {
+            Some(factory) => factory.key_ref(&self.settings, uri),
+            None => keychain_core::registration::default_key_ref(uri),
+        }
     }
 
     /// The metrics of its `metrics` layer, if it has one.
@@ -274,7 +376,11 @@ impl Registry {
                 Entry {
                     backend: stack.backend,
                     backend_type: backend_config.backend_type.clone(),
-                    uri_scheme: factory.uri_scheme().to_owned(),
+                    uri_schemes: factory
+                        .uri_schemes()
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect(),
                     factory: Some(Arc::clone(factory)),
                     settings: backend_config.settings.clone(),
                     metrics: stack.metrics,
@@ -314,7 +420,7 @@ impl Registry {
         self.entries.insert(
             name.to_owned(),
             Entry {
-                uri_scheme: backend_type.clone(),
+                uri_schemes: vec![backend_type.clone()],
                 backend_type,
                 backend,
                 factory: None,
@@ -374,13 +480,13 @@ impl Registry {
             return self
                 .entries
                 .get_key_value(name)
-                .filter(|(_, e)| e.uri_scheme == uri.scheme())
+                .filter(|(_, e)| e.serves(uri.scheme()))
                 .map(|(n, _)| vec![n.as_str()])
                 .unwrap_or_default();
         }
         self.entries
             .iter()
-            .filter(|(_, e)| e.uri_scheme == uri.scheme())
+            .filter(|(_, e)| e.serves(uri.scheme()))
             .filter(|(_, e)| {
                 e.factory
                     .as_ref()

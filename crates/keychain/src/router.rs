@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use keychain_core::{Backend, Error, KeyName, KeyRef, KeyUri, KeyVersion, Result};
+use keychain_core::{Backend, Error, KeyRef, KeyUri, Result};
 
 use crate::config::Config;
 use crate::registry::{Openers, Registry};
@@ -147,15 +147,6 @@ impl Keychain {
     /// # Errors
     /// As [`Keychain::resolve`].
     pub fn resolve_uri(&self, uri: &KeyUri) -> Result<Resolved> {
-        let name: KeyName = uri
-            .key_name()
-            .ok_or_else(|| Error::invalid_input(format!("key URI `{uri}` names no key")))??;
-        let version = match uri.path_attr("version") {
-            None => None,
-            Some(v) => Some(v.parse::<KeyVersion>().map_err(|_| {
-                Error::invalid_input(format!("key URI version `{v}` is not a number"))
-            })?),
-        };
         let candidates = self.registry.candidates(uri);
         let backend_name = match candidates.as_slice() {
             [one] => (*one).to_owned(),
@@ -176,10 +167,12 @@ impl Keychain {
             }
         };
         let backend = Arc::clone(self.backend(&backend_name)?);
-        let key = match version {
-            Some(v) => KeyRef::versioned(name, v),
-            None => KeyRef::latest(name),
-        };
+        // How the URI names its key is the backend's own rule (an AWS alias, a PKCS#11 label).
+        let key = self
+            .registry
+            .entry(&backend_name)
+            .ok_or_else(|| Error::not_found(format!("no backend named `{backend_name}`")))?
+            .key_ref(uri)?;
         Ok(Resolved {
             backend_name,
             backend,
