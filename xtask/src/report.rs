@@ -1,6 +1,6 @@
 //! Reading `cargo test` output: per-target results, skip notes, and the summary table.
 
-use crate::Cell;
+use crate::cells::Cell;
 
 /// One test binary's (or one crate's doc-tests') `test result:` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
