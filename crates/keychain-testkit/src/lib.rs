@@ -9,7 +9,6 @@ macro_rules! ensure {
     };
 }
 
-pub mod bench;
 mod checks;
 mod ctx;
 mod not_configured;
