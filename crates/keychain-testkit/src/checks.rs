@@ -1650,10 +1650,10 @@ async fn import_and_use(ctx: &Ctx<'_>, info: &KeyInfo, wrapped: &WrappedKey, goo
 
 /// When [`Capabilities::attest`]: an attestation of the cheapest signable key over a random
 /// nonce names the key's current version, its signature verifies over the statement with the
-/// attestation key (RustCrypto), the statement carries the nonce verbatim, a statement with one
-/// byte flipped does not verify, two attestations come from the same attestation key, and a
-/// missing key is `NotFound`. Format-specific checks (that the statement names *this* key) are
-/// the backend's verifier's job.
+/// attestation key (with RustCrypto, not `keychain_core::verify`), the statement carries the
+/// nonce verbatim, a statement with its last byte flipped does not verify, two attestations come
+/// from the same attestation key, and a missing key is `NotFound`. Format-specific checks (that
+/// the statement names *this* key) are the backend's verifier's job.
 ///
 /// # Errors
 /// [`CheckFailure`] naming the case that failed.
@@ -1683,13 +1683,23 @@ async fn attest(ctx: &Ctx<'_>) -> R<Outcome> {
         att.key_version,
         info.version
     );
-    keychain_core::verify(
-        &att.attestation_key,
-        SignInput::message(&att.statement),
-        att.signature_scheme,
-        &att.signature,
-    )
-    .during("verifying the attestation's signature with its attestation key")?;
+    let attestation_key = att.attestation_key.algorithm();
+    let verifier = Verifier::new(attestation_key, att.attestation_key.der())
+        .map_err(|e| Fail(format!("the attestation key: {e}")))?;
+    if let Some(v) = &verifier {
+        v.verify(att.signature_scheme, &att.statement, &att.signature)
+            .map_err(|e| {
+                Fail(format!(
+                    "the attestation's signature does not verify with RustCrypto under its \
+                     attestation key: {e}"
+                ))
+            })?;
+    } else {
+        ctx.note(format!(
+            "attestations signed by {attestation_key} keys against an independent verifier \
+             (none compiled in)"
+        ));
+    }
     ensure!(
         att.statement
             .windows(nonce.len())
@@ -1700,16 +1710,14 @@ async fn attest(ctx: &Ctx<'_>) -> R<Outcome> {
     if let Some(last) = tampered.last_mut() {
         *last ^= 1;
     }
-    expect_kind(
-        keychain_core::verify(
-            &att.attestation_key,
-            SignInput::message(&tampered),
-            att.signature_scheme,
-            &att.signature,
-        ),
-        &[ErrorKind::InvalidSignature],
-        "a statement with its last byte flipped",
-    )?;
+    if let Some(v) = &verifier {
+        ensure!(
+            v.verify(att.signature_scheme, &tampered, &att.signature)
+                .is_err(),
+            "the attestation's signature also verifies over its statement with the last byte \
+             flipped"
+        );
+    }
     let again = b
         .attest_key(&key, b"another nonce")
         .await
