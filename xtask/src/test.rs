@@ -50,6 +50,11 @@ pub(crate) fn test() -> Result {
     let configured = |cell: &Cell| cell_configured_with(cell, &vars);
     let summary = report::summarize(&parsed, CELLS, &configured, all_ok);
     println!("\n{}", report::render_table(&summary.rows));
+    let skipped_checks = report::render_skipped_checks(&parsed, CELLS, &configured);
+    if !skipped_checks.is_empty() {
+        println!("conformance checks skipped (the backend does not declare what they need):");
+        println!("{skipped_checks}");
+    }
     let mut skipped = parsed.skipped.clone();
     skipped.sort();
     skipped.dedup();

@@ -393,6 +393,25 @@ async fn undeclared_capabilities_are_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_in_for_an_unconfigured_cell_runs_no_check() {
+    let backend: Arc<dyn Backend> = Arc::new(keychain_testkit::NotConfigured::new(
+        "mykms",
+        keychain_core::Protection::CloudHsm,
+    ));
+    for check in Check::ALL {
+        let outcome = keychain_testkit::run(check, Arc::clone(&backend)).await;
+        assert_eq!(
+            outcome,
+            Outcome::Skipped("the cell is not configured".to_owned()),
+            "{check}"
+        );
+    }
+    // A backend that declares nothing but is not a stand-in still runs what needs nothing.
+    let outcome = keychain_testkit::run(Check::BadInput, broken(Flaw::DeclaresNothing)).await;
+    assert!(!outcome.is_skipped(), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_all_reports_every_check_and_leaves_no_keys() {
     let backend = fake_backend().await;
     let report = keychain_testkit::run_all(Arc::clone(&backend)).await;
