@@ -11,6 +11,7 @@ macro_rules! ensure {
 
 mod checks;
 mod ctx;
+pub mod matrix;
 mod not_configured;
 mod verify;
 
