@@ -321,40 +321,62 @@ pub(crate) fn render_table(rows: &[CellRow]) -> String {
     out
 }
 
-/// The skipped conformance checks of the configured cells, one line per cell, backend, check and
-/// reason, with how many tests skipped it that way (a backend may run the suite more than once:
-/// over two stores, two providers), in the order they first appeared. Empty when nothing was
-/// skipped.
+/// The skipped conformance checks of the configured cells: one line per cell, backend and
+/// reason, naming the checks skipped for it and how many tests skipped each (a backend may run
+/// the suite more than once: over two stores, two providers), in the order they first appeared.
+/// Empty when nothing was skipped.
 pub(crate) fn render_skipped_checks(
     output: &TestOutput,
     cells: &[Cell],
     configured: &dyn Fn(&Cell) -> bool,
 ) -> String {
-    let mut seen: Vec<(&str, &CheckLine, usize)> = Vec::new();
-    for check in output.checks.iter().filter(|c| c.end == CheckEnd::Skipped) {
-        let cell = cell_of(&check.target, cells);
-        match seen.iter_mut().find(|(c, line, _)| {
-            *c == cell
-                && line.backend == check.backend
-                && line.check == check.check
-                && line.reason == check.reason
-        }) {
-            Some((_, _, n)) => *n += 1,
-            None => seen.push((cell, check, 1)),
+    struct Group<'a> {
+        cell: &'a str,
+        backend: &'a str,
+        reason: &'a str,
+        checks: Vec<(&'a str, usize)>,
+    }
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    for line in output.checks.iter().filter(|c| c.end == CheckEnd::Skipped) {
+        let cell = cell_of(&line.target, cells);
+        let group = match groups
+            .iter()
+            .position(|g| g.cell == cell && g.backend == line.backend && g.reason == line.reason)
+        {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push(Group {
+                    cell,
+                    backend: &line.backend,
+                    reason: &line.reason,
+                    checks: Vec::new(),
+                });
+                let last = groups.len() - 1;
+                &mut groups[last]
+            }
+        };
+        match group.checks.iter_mut().find(|(c, _)| *c == line.check) {
+            Some((_, n)) => *n += 1,
+            None => group.checks.push((&line.check, 1)),
         }
     }
     let mut out = String::new();
-    // A cell that is not configured says so once; its checks need no line each.
+    // A cell that is not configured says so once; its checks need no line.
     for cell in cells.iter().filter(|c| configured(c)).map(|c| c.name) {
-        for (_, line, n) in seen.iter().filter(|(c, _, _)| *c == cell) {
-            let times = if *n == 1 {
-                String::new()
-            } else {
-                format!(" ({n}x)")
-            };
+        for g in groups.iter().filter(|g| g.cell == cell) {
+            let checks: Vec<String> = g
+                .checks
+                .iter()
+                .map(|(check, n)| match n {
+                    1 => (*check).to_string(),
+                    n => format!("{check} ({n}x)"),
+                })
+                .collect();
             out.push_str(&format!(
-                "  {cell}: {} on {}{times}: {}\n",
-                line.check, line.backend, line.reason
+                "  {cell}: {} on {}: {}\n",
+                checks.join(", "),
+                g.backend,
+                g.reason
             ));
         }
     }
@@ -624,14 +646,23 @@ test result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fini
     }
 
     #[test]
-    fn skipped_checks_are_listed_once_per_backend_check_and_reason() {
+    fn skipped_checks_are_listed_once_per_backend_and_reason() {
         let mut out = parse_test_output(SAMPLE);
         out.checks.extend(parse_test_output(SAMPLE).checks);
+        out.checks.extend(
+            parse_test_output(
+                "     Running tests/softhsm.rs (x)\n\
+                 keychain-testkit: skipped aead on hsm (not configured): the cell is not configured\n\
+                 keychain-testkit: skipped random on hsm (not configured): the cell is not configured\n",
+            )
+            .checks,
+        );
         let listed = render_skipped_checks(&out, CELLS, &|_| true);
         assert_eq!(
             listed,
-            "  softhsm: rsa-oaep on pkcs11 (2x): Capabilities::oaep_hashes is empty\n\
-             \x20 softhsm: attest on pkcs11 (2x): Capabilities::attest is false\n"
+            "  softhsm: rsa-oaep (2x) on pkcs11: Capabilities::oaep_hashes is empty\n\
+             \x20 softhsm: attest (2x) on pkcs11: Capabilities::attest is false\n\
+             \x20 softhsm: aead, random on hsm (not configured): the cell is not configured\n"
         );
         assert_eq!(
             render_skipped_checks(&out, CELLS, &|c| c.name == "unit"),
