@@ -1184,9 +1184,9 @@ async fn listed_exactly(ctx: &Ctx<'_>, alg: KeyAlgorithm, want: &[KeyName]) -> R
     Ok(())
 }
 
-/// A second `generate_key` named `c` — same algorithm `alg`, or another of `algs` (not RSA, which is
-/// slow) — is `AlreadyExists` and leaves the key as `info_c` describes it (and, for an AEAD key,
-/// an earlier ciphertext still decrypts).
+/// A second `generate_key` named `c` — same algorithm `alg`, or another of `algs` (not RSA,
+/// which is slow) — is `AlreadyExists` and leaves the key as `info_c` describes it (and, for an
+/// AEAD key, an earlier ciphertext still decrypts).
 async fn already_exists_keeps_the_first(
     ctx: &Ctx<'_>,
     alg: KeyAlgorithm,

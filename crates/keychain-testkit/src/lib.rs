@@ -331,7 +331,8 @@ pub async fn run_all(backend: Arc<dyn Backend>) -> Report {
 /// `factory` is a path to an `async fn() -> Arc<dyn Backend>` (resolved from the module the macro
 /// is called in). A check the backend's capabilities do not cover passes and writes
 /// `keychain-testkit: skipped <check> on <backend>: <reason>` to stderr (see [`MARKER`]); a
-/// declared capability that misbehaves fails the test with the reason. The module is named `conformance`, or the name given first:
+/// declared capability that misbehaves fails the test with the reason. The module is named
+/// `conformance`, or the name given first:
 ///
 /// ```ignore
 /// async fn my_factory() -> std::sync::Arc<dyn keychain_core::Backend> { /* ... */ }
