@@ -21,11 +21,11 @@ use std::sync::Arc;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
 use keychain_aws::{AwsKmsBackend, Config};
+use keychain_bench::{Op, Plan, compare, is_bench_run, op, row, runtime};
 use keychain_core::{
     Backend, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySpec, SignInput, SignatureScheme,
 };
 use keychain_layers::{CacheConfig, cache};
-use keychain_testkit::bench::{Op, Plan, compare, is_bench_run, op, row, runtime};
 
 fn main() {
     if !is_bench_run() {

@@ -28,12 +28,12 @@ use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::UserType;
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
+use keychain_bench::{Op, Plan, is_bench_run, op, round, row, runtime};
 use keychain_core::{
     Backend, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySpec, SecretSource, SignInput,
     SignatureScheme,
 };
 use keychain_pkcs11::{Config, Dispatch, Pkcs11Backend};
-use keychain_testkit::bench::{Op, Plan, is_bench_run, op, round, row, runtime};
 
 /// DER DigestInfo prefix of SHA-256 (RFC 8017 §9.2), what CKM_RSA_PKCS signs before the digest.
 const SHA256_DIGEST_INFO: [u8; 19] = [

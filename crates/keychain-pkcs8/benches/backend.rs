@@ -1,17 +1,16 @@
 //! `cargo xtask bench`: the software backend side by side with the raw crate underneath it.
 //!
 //! Each row runs the same operation through `Pkcs8Backend` (warm key cache) and directly through
-//! the provider's crate (aws-lc-rs, or the RustCrypto crates) on the same key. A row's rounds are
-//! spread over the whole run: every pass measures every row once, keychain and baseline back to
-//! back (which goes first alternates), and the best round of each side counts. This shared
-//! 2-core machine has busy stretches of several seconds; spread out, a row still gets quiet
-//! rounds on both sides. Output: a Markdown table per provider on stdout
-//! (`ratio = keychain / baseline`, higher is better).
+//! the provider's crate (aws-lc-rs, or the RustCrypto crates) on the same key, with
+//! `keychain_bench::batch`: a row's rounds (100 ms, 20 passes) are spread over the whole run:
+//! every pass measures every row once, keychain and baseline back to back (which goes first
+//! alternates), and the best round of each side counts. This shared 2-core machine has busy
+//! stretches of several seconds; spread out, a row still gets quiet rounds on both sides. Output:
+//! a Markdown table per provider on stdout (`ratio = keychain / baseline`, higher is better).
 
 #![allow(clippy::print_stdout, reason = "the bench reports its table on stdout")]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::digest::{self, Digest};
@@ -19,6 +18,8 @@ use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
     RSA_PKCS1_SHA256, RsaKeyPair,
 };
+use keychain_bench::batch::{Batch, Case, Passes, measure};
+use keychain_bench::is_bench_run;
 use keychain_core::{
     Backend, HashAlg, ImportSpec, KeyAlgorithm, KeyMaterial, KeyName, KeyRef, SecretBytes,
     SecretSource, SignInput, SignatureScheme,
@@ -26,99 +27,12 @@ use keychain_core::{
 use keychain_crypto::CryptoProvider as _;
 use keychain_pkcs8::{Config, Kdf, Pkcs8Backend};
 
-/// Length of one round of one side.
-const ROUND: Duration = Duration::from_millis(100);
-/// Passes over all rows; each gives every row one round per side.
-const PASSES: usize = 20;
-
-/// A batch of `n` operations.
-type Batch<'a> = Box<dyn FnMut(usize) + 'a>;
-
-/// One row: the same operation through keychain and through the raw crate.
-struct Case<'a> {
-    table: &'static str,
-    label: &'static str,
-    /// Bytes per operation, for MiB/s rows.
-    bytes: Option<usize>,
-    keychain: Batch<'a>,
-    baseline: Batch<'a>,
-    best: (f64, f64),
-}
-
-impl<'a> Case<'a> {
-    fn new(
-        table: &'static str,
-        label: &'static str,
-        bytes: Option<usize>,
-        keychain: Batch<'a>,
-        baseline: Batch<'a>,
-    ) -> Self {
-        Self {
-            table,
-            label,
-            bytes,
-            keychain,
-            baseline,
-            best: (0.0, 0.0),
-        }
-    }
-}
-
-/// Runs `op` repeatedly for one round; returns operations per second.
-fn round(op: &mut dyn FnMut(usize)) -> f64 {
-    let mut batch = 1usize;
-    loop {
-        let start = Instant::now();
-        op(batch);
-        let elapsed = start.elapsed();
-        if elapsed >= ROUND {
-            return batch as f64 / elapsed.as_secs_f64();
-        }
-        batch = (batch * 2)
-            .max(((batch as f64) * ROUND.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)) as usize);
-    }
-}
-
-/// Warms every case up, then runs the passes; each case keeps its best round per side.
-fn measure(cases: &mut [Case<'_>]) {
-    for c in cases.iter_mut() {
-        (c.keychain)(16);
-        (c.baseline)(16);
-    }
-    for pass in 0..PASSES {
-        for c in cases.iter_mut() {
-            let (k, b) = if pass % 2 == 0 {
-                let k = round(&mut c.keychain);
-                (k, round(&mut c.baseline))
-            } else {
-                let b = round(&mut c.baseline);
-                (round(&mut c.keychain), b)
-            };
-            c.best = (c.best.0.max(k), c.best.1.max(b));
-        }
-    }
-}
-
-fn fmt_rate(ops: f64, bytes: Option<usize>) -> String {
-    match bytes {
-        None => format!("{ops:.0} ops/s"),
-        Some(n) => format!("{:.1} MiB/s", ops * n as f64 / (1024.0 * 1024.0)),
-    }
-}
-
 fn print_table(provider: &str, cases: &[Case<'_>]) {
     println!("### keychain-pkcs8 (provider: {provider})\n");
     println!("| operation | keychain | baseline ({provider}) | ratio |");
     println!("|---|---:|---:|---:|");
     for c in cases.iter().filter(|c| c.table == provider) {
-        let (k, b) = c.best;
-        println!(
-            "| {} | {} | {} | {:.3} |",
-            c.label,
-            fmt_rate(k, c.bytes),
-            fmt_rate(b, c.bytes),
-            k / b
-        );
+        println!("{}", c.row());
     }
     println!();
 }
@@ -247,9 +161,7 @@ fn open(rt: &tokio::runtime::Runtime, config: Config) -> Pkcs8Backend {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
-    // and a benchmark is not a test.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !is_bench_run() {
         return;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -280,7 +192,7 @@ fn main() {
     cases.extend(disk_cases(&rt, &disk));
     #[cfg(feature = "rustcrypto")]
     cases.extend(rustcrypto::cases(&rt, &rc_backend));
-    measure(&mut cases);
+    measure(&mut cases, Passes::default());
     print_table("aws-lc-rs", &cases);
     #[cfg(feature = "rustcrypto")]
     print_table("rustcrypto", &cases);

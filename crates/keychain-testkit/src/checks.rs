@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use keychain_core::{
     Backend, Capabilities, ErrorKind, HashAlg, ImportSpec, KeyAlgorithm, KeyInfo, KeyName, KeyRef,
-    KeySpec, KeyUsages, RsaPadding, SecretString, SignInput, SignatureScheme, WrappingSpec,
+    KeySpec, KeyUsages, PublicKey, RsaPadding, SecretString, SignInput, SignatureScheme,
+    WrappedKey, WrappingSpec,
 };
 
 use crate::ctx::{
@@ -382,14 +383,40 @@ fn all_schemes() -> Vec<SignatureScheme> {
 
 async fn bad_input(ctx: &Ctx<'_>) -> R<Outcome> {
     let caps = ctx.caps();
-    let b = ctx.backend;
+    let message = b"keychain-testkit bad-input";
 
     expect_kind(KeyName::new(""), INVALID, "KeyName::new(\"\")")?;
+    undeclared_algorithm(ctx).await?;
+    impossible_usages(ctx).await?;
+    sign_with_missing_key(ctx, message).await?;
 
-    // An algorithm the backend does not declare.
+    let mut asymmetric_key: Option<KeyName> = None;
+    for alg in signable_families(caps) {
+        let name = bad_sign_requests(ctx, alg, message).await?;
+        asymmetric_key.get_or_insert(name);
+    }
+
+    symmetric_key_does_not_sign(ctx, message).await?;
+    if caps.aead
+        && let Some(name) = &asymmetric_key
+    {
+        expect_kind(
+            ctx.backend
+                .encrypt(&KeyRef::latest(name.clone()), message, b"")
+                .await,
+            INVALID,
+            format_args!("encrypt (AEAD) with asymmetric key {name}"),
+        )?;
+    }
+    passed()
+}
+
+/// Generating an algorithm the backend does not declare is `Unsupported` and creates nothing.
+async fn undeclared_algorithm(ctx: &Ctx<'_>) -> R<()> {
+    let b = ctx.backend;
     match KeyAlgorithm::ALL
         .into_iter()
-        .find(|a| !caps.supports_algorithm(*a))
+        .find(|a| !ctx.caps().supports_algorithm(*a))
     {
         Some(alg) => {
             let name = ctx.name("undeclared")?;
@@ -406,9 +433,14 @@ async fn bad_input(ctx: &Ctx<'_>) -> R<Outcome> {
         }
         None => ctx.note("an undeclared algorithm (every algorithm is declared)"),
     }
+    Ok(())
+}
 
-    // Usages the algorithm cannot have: nothing asymmetric encrypts (AEAD), nothing symmetric signs.
-    if let Some(alg) = declared(caps).first().copied() {
+/// Usages the algorithm cannot have (nothing asymmetric encrypts with AEAD, nothing symmetric
+/// signs) are `InvalidInput` and create nothing.
+async fn impossible_usages(ctx: &Ctx<'_>) -> R<()> {
+    let b = ctx.backend;
+    if let Some(alg) = declared(ctx.caps()).first().copied() {
         let usages = if alg.is_symmetric() {
             KeyUsages::SIGN
         } else {
@@ -427,91 +459,121 @@ async fn bad_input(ctx: &Ctx<'_>) -> R<Outcome> {
             format_args!("key_info {name} after a refused generate_key"),
         )?;
     }
+    Ok(())
+}
 
-    let message = b"keychain-testkit bad-input";
-    if let Some(scheme) = caps.signature_schemes.first().copied() {
+/// Signing with a key that does not exist is `NotFound`.
+async fn sign_with_missing_key(ctx: &Ctx<'_>, message: &[u8]) -> R<()> {
+    if let Some(scheme) = ctx.caps().signature_schemes.first().copied() {
         let name = ctx.name("missing")?;
         let d = scheme
             .hash()
             .map(|h| vec![0u8; h.output_len()])
             .unwrap_or_default();
         expect_kind(
-            b.sign(
-                &KeyRef::latest(name.clone()),
-                proper_input(scheme, message, &d),
-                scheme,
-            )
-            .await,
+            ctx.backend
+                .sign(
+                    &KeyRef::latest(name.clone()),
+                    proper_input(scheme, message, &d),
+                    scheme,
+                )
+                .await,
             NOT_FOUND,
             format_args!("sign with missing key {name}"),
         )?;
     }
+    Ok(())
+}
 
-    let mut asymmetric_key: Option<KeyName> = None;
-    for alg in signable_families(caps) {
-        let (name, _) = ctx.generate(alg.as_str(), &KeySpec::new(alg)).await?;
-        let key = KeyRef::latest(name.clone());
-        if let Some(scheme) = schemes_for(caps, alg).first().copied() {
-            match scheme.hash() {
-                Some(h) => {
-                    for len in [h.output_len() - 1, h.output_len() + 1] {
-                        let d = vec![0x5a; len];
-                        expect_kind(
-                            b.sign(&key, SignInput::digest(h, &d), scheme).await,
-                            INVALID,
-                            format_args!("sign {name} with {scheme} and a {len}-byte {h} digest"),
-                        )?;
-                    }
-                    for other in HashAlg::ALL.into_iter().filter(|o| *o != h) {
-                        let d = vec![0x5a; other.output_len()];
-                        expect_kind(
-                            b.sign(&key, SignInput::digest(other, &d), scheme).await,
-                            INVALID,
-                            format_args!("sign {name} with {scheme} and a {other} digest"),
-                        )?;
-                    }
-                }
-                None => {
-                    let d = vec![0x5a; HashAlg::Sha512.output_len()];
-                    expect_kind(
-                        b.sign(&key, SignInput::digest(HashAlg::Sha512, &d), scheme)
-                            .await,
-                        INVALID,
-                        format_args!(
-                            "sign {name} with {scheme} and a digest instead of the message"
-                        ),
-                    )?;
-                }
+/// A key of `alg`, then the requests it must refuse: digests of the wrong length or hash (or a
+/// digest where Ed25519 wants the message) with its first declared scheme, and schemes that do
+/// not fit it. Returns the key's name (the key stays for later steps).
+async fn bad_sign_requests(ctx: &Ctx<'_>, alg: KeyAlgorithm, message: &[u8]) -> R<KeyName> {
+    let (name, _) = ctx.generate(alg.as_str(), &KeySpec::new(alg)).await?;
+    let key = KeyRef::latest(name.clone());
+    if let Some(scheme) = schemes_for(ctx.caps(), alg).first().copied() {
+        bad_digests(ctx, &key, scheme).await?;
+    }
+    non_fitting_schemes(ctx, alg, &key, message).await?;
+    Ok(name)
+}
+
+/// `scheme` with a digest one byte short or long, a digest of another hash, or (Ed25519) a
+/// digest instead of the message: all `InvalidInput`.
+async fn bad_digests(ctx: &Ctx<'_>, key: &KeyRef, scheme: SignatureScheme) -> R<()> {
+    let b = ctx.backend;
+    let name = key.name();
+    match scheme.hash() {
+        Some(h) => {
+            for len in [h.output_len() - 1, h.output_len() + 1] {
+                let d = vec![0x5a; len];
+                expect_kind(
+                    b.sign(key, SignInput::digest(h, &d), scheme).await,
+                    INVALID,
+                    format_args!("sign {name} with {scheme} and a {len}-byte {h} digest"),
+                )?;
+            }
+            for other in HashAlg::ALL.into_iter().filter(|o| *o != h) {
+                let d = vec![0x5a; other.output_len()];
+                expect_kind(
+                    b.sign(key, SignInput::digest(other, &d), scheme).await,
+                    INVALID,
+                    format_args!("sign {name} with {scheme} and a {other} digest"),
+                )?;
             }
         }
-        // Schemes that do not fit this key: declared ones must be InvalidInput; for undeclared
-        // ones the contract allows Unsupported too (the scheme is not offered at all).
-        let mut undeclared_tried = false;
-        for scheme in all_schemes().into_iter().filter(|s| !s.fits(alg)) {
-            let declared_scheme = caps.signature_schemes.contains(&scheme);
-            if !declared_scheme && undeclared_tried {
-                continue;
-            }
-            undeclared_tried |= !declared_scheme;
-            let d = scheme
-                .hash()
-                .map(|h| vec![0x5a; h.output_len()])
-                .unwrap_or_default();
-            let kinds: &[ErrorKind] = if declared_scheme {
-                INVALID
-            } else {
-                &[ErrorKind::InvalidInput, ErrorKind::Unsupported]
-            };
+        None => {
+            let d = vec![0x5a; HashAlg::Sha512.output_len()];
             expect_kind(
-                b.sign(&key, proper_input(scheme, message, &d), scheme)
+                b.sign(key, SignInput::digest(HashAlg::Sha512, &d), scheme)
                     .await,
-                kinds,
-                format_args!("sign {alg} key {name} with non-fitting scheme {scheme}"),
+                INVALID,
+                format_args!("sign {name} with {scheme} and a digest instead of the message"),
             )?;
         }
-        asymmetric_key.get_or_insert(name);
     }
+    Ok(())
+}
 
+/// Schemes that do not fit a key of `alg`: declared ones must be `InvalidInput`; for undeclared
+/// ones (one is tried) the contract allows `Unsupported` too (the scheme is not offered at all).
+async fn non_fitting_schemes(
+    ctx: &Ctx<'_>,
+    alg: KeyAlgorithm,
+    key: &KeyRef,
+    message: &[u8],
+) -> R<()> {
+    let name = key.name();
+    let mut undeclared_tried = false;
+    for scheme in all_schemes().into_iter().filter(|s| !s.fits(alg)) {
+        let declared_scheme = ctx.caps().signature_schemes.contains(&scheme);
+        if !declared_scheme && undeclared_tried {
+            continue;
+        }
+        undeclared_tried |= !declared_scheme;
+        let d = scheme
+            .hash()
+            .map(|h| vec![0x5a; h.output_len()])
+            .unwrap_or_default();
+        let kinds: &[ErrorKind] = if declared_scheme {
+            INVALID
+        } else {
+            &[ErrorKind::InvalidInput, ErrorKind::Unsupported]
+        };
+        expect_kind(
+            ctx.backend
+                .sign(key, proper_input(scheme, message, &d), scheme)
+                .await,
+            kinds,
+            format_args!("sign {alg} key {name} with non-fitting scheme {scheme}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Signing with a symmetric key is `InvalidInput`.
+async fn symmetric_key_does_not_sign(ctx: &Ctx<'_>, message: &[u8]) -> R<()> {
+    let caps = ctx.caps();
     if let Some(alg) = symmetric(caps).first().copied() {
         let (name, _) = ctx.generate(alg.as_str(), &KeySpec::new(alg)).await?;
         if let Some(scheme) = caps.signature_schemes.first().copied() {
@@ -520,27 +582,19 @@ async fn bad_input(ctx: &Ctx<'_>) -> R<Outcome> {
                 .map(|h| vec![0x5a; h.output_len()])
                 .unwrap_or_default();
             expect_kind(
-                b.sign(
-                    &KeyRef::latest(name.clone()),
-                    proper_input(scheme, message, &d),
-                    scheme,
-                )
-                .await,
+                ctx.backend
+                    .sign(
+                        &KeyRef::latest(name.clone()),
+                        proper_input(scheme, message, &d),
+                        scheme,
+                    )
+                    .await,
                 INVALID,
                 format_args!("sign with symmetric key {name} ({alg})"),
             )?;
         }
     }
-    if caps.aead
-        && let Some(name) = &asymmetric_key
-    {
-        expect_kind(
-            b.encrypt(&KeyRef::latest(name.clone()), message, b"").await,
-            INVALID,
-            format_args!("encrypt (AEAD) with asymmetric key {name}"),
-        )?;
-    }
-    passed()
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -833,10 +887,9 @@ async fn rotate(ctx: &Ctx<'_>) -> R<Outcome> {
     if !caps.rotate {
         return skipped("Capabilities::rotate is false");
     }
-    let b = ctx.backend;
     let missing = ctx.name("missing")?;
     expect_kind(
-        b.rotate_key(&missing).await,
+        ctx.backend.rotate_key(&missing).await,
         NOT_FOUND,
         format_args!("rotate_key missing key {missing}"),
     )?;
@@ -850,159 +903,184 @@ async fn rotate(ctx: &Ctx<'_>) -> R<Outcome> {
     if sign_alg.is_none() && sym_alg.is_none() {
         ctx.note("rotation of a key (no signable or AEAD algorithm declared)");
     }
-
     if let Some(alg) = sign_alg {
-        let scheme = schemes_for(caps, alg)[0];
-        let (name, info1) = ctx.generate(alg.as_str(), &KeySpec::new(alg)).await?;
-        let latest = KeyRef::latest(name.clone());
-        let v1 = verifier_of(ctx, &info1)?;
-        let msg1 = b"keychain-testkit rotate: signed by version 1";
-        let sig1 = sign_checked(b, &latest, scheme, msg1, false, 1, v1.as_ref()).await?;
-
-        let rotated = b
-            .rotate_key(&name)
-            .await
-            .during(format_args!("rotate_key {name}"))?;
-        check_rotated_info(&rotated, &name, "rotate_key")?;
-        let info2 = b
-            .key_info(&latest)
-            .await
-            .during(format_args!("key_info {name} after rotation"))?;
-        check_rotated_info(&info2, &name, "key_info")?;
-        let pk1 = info1.public_key();
-        ensure!(
-            info2.version_info(1).and_then(|v| v.public_key.as_ref()) == pk1,
-            "key_info {name}: version 1's public key changed after rotation"
-        );
-        let pk2 = info2.public_key();
-        ensure!(
-            pk2.is_some(),
-            "key_info {name}: version 2 has no public key"
-        );
-        ensure!(
-            pk2 != pk1,
-            "key_info {name}: version 2 has the same public key as version 1"
-        );
-
-        let v2 = verifier_of_version(ctx, &info2, 2)?;
-        let msg2 = b"keychain-testkit rotate: signed by version 2";
-        let sig2 = sign_checked(b, &latest, scheme, msg2, false, 2, v2.as_ref()).await?;
-        if let Some(v1) = &v1 {
-            ensure!(
-                v1.verify(scheme, msg2, sig2.as_bytes()).is_err(),
-                "{name}: a signature named version 2 verifies with version 1's public key"
-            );
-        }
-
-        let at1 = KeyRef::versioned(name.clone(), 1);
-        let info_at1 = b
-            .key_info(&at1)
-            .await
-            .during(format_args!("key_info {at1} after rotation"))?;
-        let old = info_at1
-            .version_info(1)
-            .and_then(|v| v.public_key.as_ref())
-            .ok_or_else(|| Fail(format!("key_info {at1}: version 1 has no public key")))?;
-        ensure!(
-            Some(old) == pk1,
-            "key_info {at1}: version 1's public key changed after rotation"
-        );
-        if let Some(v1_again) =
-            Verifier::new(alg, old.der()).map_err(|e| Fail(format!("key_info {at1}: {e}")))?
-        {
-            v1_again
-                .verify(scheme, msg1, sig1.as_bytes())
-                .map_err(|e| {
-                    Fail(format!(
-                        "{name}: the version-1 signature no longer verifies after rotation: {e}"
-                    ))
-                })?;
-            sign_checked(
-                b,
-                &at1,
-                scheme,
-                b"keychain-testkit rotate: v1 again",
-                false,
-                1,
-                Some(&v1_again),
-            )
-            .await?;
-        }
-        let at3 = KeyRef::versioned(name.clone(), 3);
-        expect_kind(
-            b.key_info(&at3).await,
-            NOT_FOUND,
-            format_args!("key_info {at3}"),
-        )?;
-        let (d, _) = sign_input(scheme, msg1, false)?;
-        expect_kind(
-            b.sign(&at3, proper_input(scheme, msg1, &d), scheme).await,
-            NOT_FOUND,
-            format_args!("sign with {at3}"),
-        )?;
-        ctx.delete(&name).await?;
+        rotate_signing_key(ctx, alg).await?;
     }
-
     if let Some(alg) = sym_alg {
-        let (name, _) = ctx.generate(alg.as_str(), &KeySpec::new(alg)).await?;
-        let latest = KeyRef::latest(name.clone());
-        let aad = b"keychain-testkit rotate";
-        let pt1 = b"encrypted under version 1";
-        let ct1 = b
-            .encrypt(&latest, pt1, aad)
-            .await
-            .during(format_args!("encrypt with {name}"))?;
-        let rotated = b
-            .rotate_key(&name)
-            .await
-            .during(format_args!("rotate_key {name}"))?;
-        check_rotated_info(&rotated, &name, "rotate_key")?;
-        let info = b
-            .key_info(&latest)
-            .await
-            .during(format_args!("key_info {name} after rotation"))?;
-        check_rotated_info(&info, &name, "key_info")?;
-        ensure!(
-            info.versions.iter().all(|v| v.public_key.is_none()),
-            "key_info {name}: a symmetric key reports a public key after rotation"
-        );
-        let back = b.decrypt_aead(&name, &ct1, aad).await.during(format_args!(
-            "decrypt_aead of a version-1 ciphertext after rotating {name}"
-        ))?;
-        ensure!(
-            back.expose() == pt1,
-            "decrypt_aead {name}: the version-1 plaintext differs after rotation"
-        );
-        for key in [
-            latest.clone(),
-            KeyRef::versioned(name.clone(), 2),
-            KeyRef::versioned(name.clone(), 1),
-        ] {
-            let pt = format!("encrypted with {key} after rotation");
-            let ct = b
-                .encrypt(&key, pt.as_bytes(), aad)
-                .await
-                .during(format_args!("encrypt with {key}"))?;
-            let back = b
-                .decrypt_aead(&name, &ct, aad)
-                .await
-                .during(format_args!("decrypt_aead of a ciphertext made with {key}"))?;
-            ensure!(
-                back.expose() == pt.as_bytes(),
-                "decrypt_aead of a ciphertext made with {key}: the plaintext differs"
-            );
-        }
-        let at3 = KeyRef::versioned(name.clone(), 3);
-        expect_kind(
-            b.encrypt(&at3, pt1, aad).await,
-            NOT_FOUND,
-            format_args!("encrypt with {at3}"),
-        )?;
-        ctx.delete(&name).await?;
+        rotate_aead_key(ctx, alg).await?;
     }
     passed()
 }
 
+/// Rotates `name` once and checks what `rotate_key` and `key_info` report: version 2 of
+/// `[1, 2]`. Returns the `KeyInfo` from `key_info`.
+async fn rotate_once(ctx: &Ctx<'_>, name: &KeyName) -> R<KeyInfo> {
+    let b = ctx.backend;
+    let rotated = b
+        .rotate_key(name)
+        .await
+        .during(format_args!("rotate_key {name}"))?;
+    check_rotated_info(&rotated, name, "rotate_key")?;
+    let info = b
+        .key_info(&KeyRef::latest(name.clone()))
+        .await
+        .during(format_args!("key_info {name} after rotation"))?;
+    check_rotated_info(&info, name, "key_info")?;
+    Ok(info)
+}
+
+/// A signing key of `alg` across one rotation: version 1's public key and signatures stay, version
+/// 2 has a new key and names itself, `name@1` still signs, `name@3` is `NotFound`.
+async fn rotate_signing_key(ctx: &Ctx<'_>, alg: KeyAlgorithm) -> R<()> {
+    let b = ctx.backend;
+    let scheme = schemes_for(ctx.caps(), alg)[0];
+    let (name, info1) = ctx.generate(alg.as_str(), &KeySpec::new(alg)).await?;
+    let latest = KeyRef::latest(name.clone());
+    let v1 = verifier_of(ctx, &info1)?;
+    let msg1 = b"keychain-testkit rotate: signed by version 1";
+    let sig1 = sign_checked(b, &latest, scheme, msg1, false, 1, v1.as_ref()).await?;
+
+    let info2 = rotate_once(ctx, &name).await?;
+    let pk1 = info1.public_key();
+    ensure!(
+        info2.version_info(1).and_then(|v| v.public_key.as_ref()) == pk1,
+        "key_info {name}: version 1's public key changed after rotation"
+    );
+    let pk2 = info2.public_key();
+    ensure!(
+        pk2.is_some(),
+        "key_info {name}: version 2 has no public key"
+    );
+    ensure!(
+        pk2 != pk1,
+        "key_info {name}: version 2 has the same public key as version 1"
+    );
+
+    let v2 = verifier_of_version(ctx, &info2, 2)?;
+    let msg2 = b"keychain-testkit rotate: signed by version 2";
+    let sig2 = sign_checked(b, &latest, scheme, msg2, false, 2, v2.as_ref()).await?;
+    if let Some(v1) = &v1 {
+        ensure!(
+            v1.verify(scheme, msg2, sig2.as_bytes()).is_err(),
+            "{name}: a signature named version 2 verifies with version 1's public key"
+        );
+    }
+
+    version_1_still_works(ctx, &name, alg, scheme, pk1, msg1, sig1.as_bytes()).await?;
+
+    let at3 = KeyRef::versioned(name.clone(), 3);
+    expect_kind(
+        b.key_info(&at3).await,
+        NOT_FOUND,
+        format_args!("key_info {at3}"),
+    )?;
+    let (d, _) = sign_input(scheme, msg1, false)?;
+    expect_kind(
+        b.sign(&at3, proper_input(scheme, msg1, &d), scheme).await,
+        NOT_FOUND,
+        format_args!("sign with {at3}"),
+    )?;
+    ctx.delete(&name).await
+}
+
+/// After rotation, `key_info(name@1)` reports version 1's public key `pk1` unchanged, version
+/// 1's signature `sig1` over `msg1` still verifies with it, and `name@1` still signs as version 1.
+async fn version_1_still_works(
+    ctx: &Ctx<'_>,
+    name: &KeyName,
+    alg: KeyAlgorithm,
+    scheme: SignatureScheme,
+    pk1: Option<&PublicKey>,
+    msg1: &[u8],
+    sig1: &[u8],
+) -> R<()> {
+    let at1 = KeyRef::versioned(name.clone(), 1);
+    let info_at1 = ctx
+        .backend
+        .key_info(&at1)
+        .await
+        .during(format_args!("key_info {at1} after rotation"))?;
+    let old = info_at1
+        .version_info(1)
+        .and_then(|v| v.public_key.as_ref())
+        .ok_or_else(|| Fail(format!("key_info {at1}: version 1 has no public key")))?;
+    ensure!(
+        Some(old) == pk1,
+        "key_info {at1}: version 1's public key changed after rotation"
+    );
+    if let Some(v1_again) =
+        Verifier::new(alg, old.der()).map_err(|e| Fail(format!("key_info {at1}: {e}")))?
+    {
+        v1_again.verify(scheme, msg1, sig1).map_err(|e| {
+            Fail(format!(
+                "{name}: the version-1 signature no longer verifies after rotation: {e}"
+            ))
+        })?;
+        sign_checked(
+            ctx.backend,
+            &at1,
+            scheme,
+            b"keychain-testkit rotate: v1 again",
+            false,
+            1,
+            Some(&v1_again),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// An AEAD key of `alg` across one rotation: a version-1 ciphertext still decrypts, new ones
+/// (latest, `name@2`, `name@1`) round-trip, `name@3` is `NotFound`.
+async fn rotate_aead_key(ctx: &Ctx<'_>, alg: KeyAlgorithm) -> R<()> {
+    let b = ctx.backend;
+    let (name, _) = ctx.generate(alg.as_str(), &KeySpec::new(alg)).await?;
+    let latest = KeyRef::latest(name.clone());
+    let aad = b"keychain-testkit rotate";
+    let pt1 = b"encrypted under version 1";
+    let ct1 = b
+        .encrypt(&latest, pt1, aad)
+        .await
+        .during(format_args!("encrypt with {name}"))?;
+    let info = rotate_once(ctx, &name).await?;
+    ensure!(
+        info.versions.iter().all(|v| v.public_key.is_none()),
+        "key_info {name}: a symmetric key reports a public key after rotation"
+    );
+    let back = b.decrypt_aead(&name, &ct1, aad).await.during(format_args!(
+        "decrypt_aead of a version-1 ciphertext after rotating {name}"
+    ))?;
+    ensure!(
+        back.expose() == pt1,
+        "decrypt_aead {name}: the version-1 plaintext differs after rotation"
+    );
+    for key in [
+        latest.clone(),
+        KeyRef::versioned(name.clone(), 2),
+        KeyRef::versioned(name.clone(), 1),
+    ] {
+        let pt = format!("encrypted with {key} after rotation");
+        let ct = b
+            .encrypt(&key, pt.as_bytes(), aad)
+            .await
+            .during(format_args!("encrypt with {key}"))?;
+        let back = b
+            .decrypt_aead(&name, &ct, aad)
+            .await
+            .during(format_args!("decrypt_aead of a ciphertext made with {key}"))?;
+        ensure!(
+            back.expose() == pt.as_bytes(),
+            "decrypt_aead of a ciphertext made with {key}: the plaintext differs"
+        );
+    }
+    let at3 = KeyRef::versioned(name.clone(), 3);
+    expect_kind(
+        b.encrypt(&at3, pt1, aad).await,
+        NOT_FOUND,
+        format_args!("encrypt with {at3}"),
+    )?;
+    ctx.delete(&name).await
+}
 // ---------------------------------------------------------------------------------------------
 // 8. lifecycle
 
@@ -1055,13 +1133,46 @@ async fn lifecycle(ctx: &Ctx<'_>) -> R<Outcome> {
     let (a, _) = made.remove(0);
     let (bb, _) = made.remove(0);
 
+    listed_exactly(ctx, alg, &[a.clone(), bb.clone(), c.clone()]).await?;
+    already_exists_keeps_the_first(ctx, alg, &algs, &c, &info_c).await?;
+
+    // Versions that do not exist.
+    b.key_info(&KeyRef::versioned(a.clone(), 1))
+        .await
+        .during(format_args!("key_info {a}@1"))?;
+    for v in [2, 99] {
+        let at = KeyRef::versioned(a.clone(), v);
+        expect_kind(
+            b.key_info(&at).await,
+            NOT_FOUND,
+            format_args!("key_info {at} of a key with one version"),
+        )?;
+    }
+
+    delete_removes_everywhere(ctx, alg, &a, &bb, &c).await?;
+
+    let never = ctx.name("never-created")?;
+    expect_kind(
+        b.key_info(&KeyRef::latest(never.clone())).await,
+        NOT_FOUND,
+        format_args!("key_info {never}"),
+    )?;
+    expect_kind(
+        b.delete_key(&never).await,
+        NOT_FOUND,
+        format_args!("delete_key {never}"),
+    )?;
+    passed()
+}
+
+/// `list_keys` lists exactly `want` (sorted) under this check's prefix, each as `alg`.
+async fn listed_exactly(ctx: &Ctx<'_>, alg: KeyAlgorithm, want: &[KeyName]) -> R<()> {
     let listed = listed_names(ctx).await?;
-    let want = vec![a.clone(), bb.clone(), c.clone()];
     ensure!(
         listed == want,
         "list_keys: expected exactly {want:?} under this check's prefix, got {listed:?}"
     );
-    let list = b.list_keys().await.during("list_keys")?;
+    let list = ctx.backend.list_keys().await.during("list_keys")?;
     for info in list.iter().filter(|k| want.contains(&k.name)) {
         ensure!(
             info.algorithm == alg,
@@ -1070,10 +1181,22 @@ async fn lifecycle(ctx: &Ctx<'_>) -> R<Outcome> {
             info.algorithm
         );
     }
+    Ok(())
+}
 
-    // AlreadyExists leaves the first key untouched.
+/// A second `generate_key` named `c` — same algorithm `alg`, or another of `algs` (not RSA,
+/// which is slow) — is `AlreadyExists` and leaves the key as `info_c` describes it (and, for an
+/// AEAD key, an earlier ciphertext still decrypts).
+async fn already_exists_keeps_the_first(
+    ctx: &Ctx<'_>,
+    alg: KeyAlgorithm,
+    algs: &[KeyAlgorithm],
+    c: &KeyName,
+    info_c: &KeyInfo,
+) -> R<()> {
+    let b = ctx.backend;
     let aad = b"keychain-testkit lifecycle";
-    let ct = if alg.is_symmetric() && caps.aead {
+    let ct = if alg.is_symmetric() && ctx.caps().aead {
         Some(
             b.encrypt(&KeyRef::latest(c.clone()), b"before", aad)
                 .await
@@ -1083,13 +1206,13 @@ async fn lifecycle(ctx: &Ctx<'_>) -> R<Outcome> {
         None
     };
     expect_kind(
-        b.generate_key(&c, &spec).await,
+        b.generate_key(c, &KeySpec::new(alg)).await,
         &[ErrorKind::AlreadyExists],
         format_args!("generate_key {c} a second time"),
     )?;
     if let Some(other) = algs.iter().copied().find(|o| *o != alg && !o.is_rsa()) {
         expect_kind(
-            b.generate_key(&c, &KeySpec::new(other)).await,
+            b.generate_key(c, &KeySpec::new(other)).await,
             &[ErrorKind::AlreadyExists],
             format_args!("generate_key {c} a second time, as {other}"),
         )?;
@@ -1112,7 +1235,7 @@ async fn lifecycle(ctx: &Ctx<'_>) -> R<Outcome> {
         }
     );
     if let Some(ct) = ct {
-        let back = b.decrypt_aead(&c, &ct, aad).await.during(format_args!(
+        let back = b.decrypt_aead(c, &ct, aad).await.during(format_args!(
             "decrypt_aead {c} after a refused second generate_key"
         ))?;
         ensure!(
@@ -1120,22 +1243,21 @@ async fn lifecycle(ctx: &Ctx<'_>) -> R<Outcome> {
             "generate_key {c} a second time changed the existing key"
         );
     }
+    Ok(())
+}
 
-    // Versions that do not exist.
-    b.key_info(&KeyRef::versioned(a.clone(), 1))
-        .await
-        .during(format_args!("key_info {a}@1"))?;
-    for v in [2, 99] {
-        let at = KeyRef::versioned(a.clone(), v);
-        expect_kind(
-            b.key_info(&at).await,
-            NOT_FOUND,
-            format_args!("key_info {at} of a key with one version"),
-        )?;
-    }
-
-    // Delete.
-    b.delete_key(&a)
+/// Deleting `a` removes it from `key_info`, `list_keys` (which keeps `bb` and `c`) and `sign`;
+/// deleting it again is `NotFound`; for an AEAD algorithm, a deleted key (`bb`) no longer
+/// decrypts its ciphertexts.
+async fn delete_removes_everywhere(
+    ctx: &Ctx<'_>,
+    alg: KeyAlgorithm,
+    a: &KeyName,
+    bb: &KeyName,
+    c: &KeyName,
+) -> R<()> {
+    let b = ctx.backend;
+    b.delete_key(a)
         .await
         .during(format_args!("delete_key {a}"))?;
     expect_kind(
@@ -1150,11 +1272,11 @@ async fn lifecycle(ctx: &Ctx<'_>) -> R<Outcome> {
         "list_keys after deleting {a}: expected {want:?}, got {listed:?}"
     );
     expect_kind(
-        b.delete_key(&a).await,
+        b.delete_key(a).await,
         NOT_FOUND,
         format_args!("delete_key {a} a second time"),
     )?;
-    if let Some(scheme) = schemes_for(caps, alg).first().copied() {
+    if let Some(scheme) = schemes_for(ctx.caps(), alg).first().copied() {
         let (d, _) = sign_input(scheme, b"deleted", false)?;
         expect_kind(
             b.sign(
@@ -1167,35 +1289,23 @@ async fn lifecycle(ctx: &Ctx<'_>) -> R<Outcome> {
             format_args!("sign with deleted key {a}"),
         )?;
     }
-    if alg.is_symmetric() && caps.aead {
+    if alg.is_symmetric() && ctx.caps().aead {
+        let aad = b"keychain-testkit lifecycle";
         let ct = b
             .encrypt(&KeyRef::latest(bb.clone()), b"x", aad)
             .await
             .during(format_args!("encrypt with {bb}"))?;
-        b.delete_key(&bb)
+        b.delete_key(bb)
             .await
             .during(format_args!("delete_key {bb}"))?;
         expect_kind(
-            b.decrypt_aead(&bb, &ct, aad).await,
+            b.decrypt_aead(bb, &ct, aad).await,
             NOT_FOUND,
             format_args!("decrypt_aead with deleted key {bb}"),
         )?;
     }
-
-    let never = ctx.name("never-created")?;
-    expect_kind(
-        b.key_info(&KeyRef::latest(never.clone())).await,
-        NOT_FOUND,
-        format_args!("key_info {never}"),
-    )?;
-    expect_kind(
-        b.delete_key(&never).await,
-        NOT_FOUND,
-        format_args!("delete_key {never}"),
-    )?;
-    passed()
+    Ok(())
 }
-
 // ---------------------------------------------------------------------------------------------
 // 9. concurrency
 
@@ -1378,111 +1488,8 @@ async fn export_import(ctx: &Ctx<'_>) -> R<Outcome> {
     }
     let b = ctx.backend;
     let good = format!("kt-password-{}", random_hex(8));
-    let mut exported = None;
-    for alg in order {
-        let spec = KeySpec::new(alg).exportable(true);
-        let (orig, info) = ctx.generate(&format!("{alg}-orig"), &spec).await?;
-        check_fresh_info(
-            &info,
-            &orig,
-            &spec,
-            caps,
-            &format!("generate_key {orig} (exportable)"),
-        )?;
-        match b
-            .export_wrapped(&KeyRef::latest(orig.clone()), &password(&good))
-            .await
-        {
-            Ok(wrapped) => {
-                exported = Some((alg, orig, info, wrapped));
-                break;
-            }
-            Err(e) if e.kind() == ErrorKind::Unsupported => {
-                ctx.note(format!("exporting {alg} keys ({e})"));
-                ctx.delete(&orig).await?;
-            }
-            Err(e) => {
-                return Err(Fail(format!(
-                    "export_wrapped {orig} with a password failed: {e}"
-                )));
-            }
-        }
-    }
-    let Some((alg, orig, info, wrapped)) = exported else {
-        return Err(Fail(
-            "Capabilities::export_wrapped is set but no algorithm exported".to_owned(),
-        ));
-    };
-    ensure!(
-        wrapped.algorithm == alg,
-        "export_wrapped {orig}: the WrappedKey says {}, the key is {alg}",
-        wrapped.algorithm
-    );
-    ensure!(
-        !wrapped.bytes.is_empty(),
-        "export_wrapped {orig}: the WrappedKey is empty"
-    );
-
-    let copy = ctx.name(&format!("{alg}-copy"))?;
-    let imported = b
-        .import_wrapped(
-            &copy,
-            &wrapped,
-            &password(&good),
-            &ImportSpec::new().algorithm(alg),
-        )
-        .await
-        .during(format_args!(
-            "import_wrapped {copy} with the right password"
-        ))?;
-    ensure!(
-        imported.name == copy,
-        "import_wrapped {copy}: KeyInfo names the key {}",
-        imported.name
-    );
-    ensure!(
-        imported.algorithm == alg,
-        "import_wrapped {copy}: KeyInfo says {}, the exported key is {alg}",
-        imported.algorithm
-    );
-    if alg.is_asymmetric() {
-        ensure!(
-            imported.public_key() == info.public_key(),
-            "import_wrapped {copy}: the public key differs from the exported key's"
-        );
-        if let Some(v) = verifier_of(ctx, &info)? {
-            let scheme = schemes_for(caps, alg)[0];
-            let version = imported.version;
-            sign_checked(
-                b,
-                &KeyRef::latest(copy.clone()),
-                scheme,
-                b"keychain-testkit imported",
-                false,
-                version,
-                Some(&v),
-            )
-            .await
-            .map_err(|Fail(e)| {
-                Fail(format!(
-                    "the imported key's signature against the original public key: {e}"
-                ))
-            })?;
-        }
-    } else {
-        let ct = b
-            .encrypt(&KeyRef::latest(copy.clone()), b"imported", b"")
-            .await
-            .during(format_args!("encrypt with imported key {copy}"))?;
-        let back = b
-            .decrypt_aead(&copy, &ct, b"")
-            .await
-            .during(format_args!("decrypt_aead with imported key {copy}"))?;
-        ensure!(
-            back.expose() == b"imported",
-            "decrypt_aead with imported key {copy}: the plaintext differs"
-        );
-    }
+    let (alg, info, wrapped) = export_first_exportable(ctx, order, &good).await?;
+    import_and_use(ctx, &info, &wrapped, &good).await?;
 
     let wrong = ctx.name(&format!("{alg}-wrong"))?;
     expect_kind(
@@ -1514,15 +1521,139 @@ async fn export_import(ctx: &Ctx<'_>) -> R<Outcome> {
     passed()
 }
 
+/// Creates an exportable key of each algorithm of `order` in turn until one exports under the
+/// password `good` (an `Unsupported` export is noted and the next algorithm tried; any other
+/// error fails). Returns the algorithm, the original key's `KeyInfo` and the wrapped key.
+async fn export_first_exportable(
+    ctx: &Ctx<'_>,
+    order: Vec<KeyAlgorithm>,
+    good: &str,
+) -> R<(KeyAlgorithm, KeyInfo, WrappedKey)> {
+    let mut exported = None;
+    for alg in order {
+        let spec = KeySpec::new(alg).exportable(true);
+        let (orig, info) = ctx.generate(&format!("{alg}-orig"), &spec).await?;
+        check_fresh_info(
+            &info,
+            &orig,
+            &spec,
+            ctx.caps(),
+            &format!("generate_key {orig} (exportable)"),
+        )?;
+        match ctx
+            .backend
+            .export_wrapped(&KeyRef::latest(orig.clone()), &password(good))
+            .await
+        {
+            Ok(wrapped) => {
+                exported = Some((alg, orig, info, wrapped));
+                break;
+            }
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                ctx.note(format!("exporting {alg} keys ({e})"));
+                ctx.delete(&orig).await?;
+            }
+            Err(e) => {
+                return Err(Fail(format!(
+                    "export_wrapped {orig} with a password failed: {e}"
+                )));
+            }
+        }
+    }
+    let Some((alg, orig, info, wrapped)) = exported else {
+        return Err(Fail(
+            "Capabilities::export_wrapped is set but no algorithm exported".to_owned(),
+        ));
+    };
+    ensure!(
+        wrapped.algorithm == alg,
+        "export_wrapped {orig}: the WrappedKey says {}, the key is {alg}",
+        wrapped.algorithm
+    );
+    ensure!(
+        !wrapped.bytes.is_empty(),
+        "export_wrapped {orig}: the WrappedKey is empty"
+    );
+    Ok((alg, info, wrapped))
+}
+
+/// Imports `wrapped` (exported from the key `info` describes) under a new name with the right
+/// password `good`: the `KeyInfo` names the copy and the algorithm, an asymmetric copy has the
+/// same public key and its signatures verify with the original's, a symmetric one round-trips.
+async fn import_and_use(ctx: &Ctx<'_>, info: &KeyInfo, wrapped: &WrappedKey, good: &str) -> R<()> {
+    let b = ctx.backend;
+    let alg = info.algorithm;
+    let copy = ctx.name(&format!("{alg}-copy"))?;
+    let imported = b
+        .import_wrapped(
+            &copy,
+            wrapped,
+            &password(good),
+            &ImportSpec::new().algorithm(alg),
+        )
+        .await
+        .during(format_args!(
+            "import_wrapped {copy} with the right password"
+        ))?;
+    ensure!(
+        imported.name == copy,
+        "import_wrapped {copy}: KeyInfo names the key {}",
+        imported.name
+    );
+    ensure!(
+        imported.algorithm == alg,
+        "import_wrapped {copy}: KeyInfo says {}, the exported key is {alg}",
+        imported.algorithm
+    );
+    if alg.is_asymmetric() {
+        ensure!(
+            imported.public_key() == info.public_key(),
+            "import_wrapped {copy}: the public key differs from the exported key's"
+        );
+        if let Some(v) = verifier_of(ctx, info)? {
+            let scheme = schemes_for(ctx.caps(), alg)[0];
+            let version = imported.version;
+            sign_checked(
+                b,
+                &KeyRef::latest(copy.clone()),
+                scheme,
+                b"keychain-testkit imported",
+                false,
+                version,
+                Some(&v),
+            )
+            .await
+            .map_err(|Fail(e)| {
+                Fail(format!(
+                    "the imported key's signature against the original public key: {e}"
+                ))
+            })?;
+        }
+    } else {
+        let ct = b
+            .encrypt(&KeyRef::latest(copy.clone()), b"imported", b"")
+            .await
+            .during(format_args!("encrypt with imported key {copy}"))?;
+        let back = b
+            .decrypt_aead(&copy, &ct, b"")
+            .await
+            .during(format_args!("decrypt_aead with imported key {copy}"))?;
+        ensure!(
+            back.expose() == b"imported",
+            "decrypt_aead with imported key {copy}: the plaintext differs"
+        );
+    }
+    Ok(())
+}
 // ---------------------------------------------------------------------------------------------
 // 12. attest
 
 /// When [`Capabilities::attest`]: an attestation of the cheapest signable key over a random
 /// nonce names the key's current version, its signature verifies over the statement with the
-/// attestation key (RustCrypto), the statement carries the nonce verbatim, a statement with one
-/// byte flipped does not verify, two attestations come from the same attestation key, and a
-/// missing key is `NotFound`. Format-specific checks (that the statement names *this* key) are
-/// the backend's verifier's job.
+/// attestation key (with RustCrypto, not `keychain_core::verify`), the statement carries the
+/// nonce verbatim, a statement with its last byte flipped does not verify, two attestations come
+/// from the same attestation key, and a missing key is `NotFound`. Format-specific checks (that
+/// the statement names *this* key) are the backend's verifier's job.
 ///
 /// # Errors
 /// [`CheckFailure`] naming the case that failed.
@@ -1552,13 +1683,23 @@ async fn attest(ctx: &Ctx<'_>) -> R<Outcome> {
         att.key_version,
         info.version
     );
-    keychain_core::verify(
-        &att.attestation_key,
-        SignInput::message(&att.statement),
-        att.signature_scheme,
-        &att.signature,
-    )
-    .during("verifying the attestation's signature with its attestation key")?;
+    let attestation_key = att.attestation_key.algorithm();
+    let verifier = Verifier::new(attestation_key, att.attestation_key.der())
+        .map_err(|e| Fail(format!("the attestation key: {e}")))?;
+    if let Some(v) = &verifier {
+        v.verify(att.signature_scheme, &att.statement, &att.signature)
+            .map_err(|e| {
+                Fail(format!(
+                    "the attestation's signature does not verify with RustCrypto under its \
+                     attestation key: {e}"
+                ))
+            })?;
+    } else {
+        ctx.note(format!(
+            "attestations signed by {attestation_key} keys against an independent verifier \
+             (none compiled in)"
+        ));
+    }
     ensure!(
         att.statement
             .windows(nonce.len())
@@ -1569,16 +1710,14 @@ async fn attest(ctx: &Ctx<'_>) -> R<Outcome> {
     if let Some(last) = tampered.last_mut() {
         *last ^= 1;
     }
-    expect_kind(
-        keychain_core::verify(
-            &att.attestation_key,
-            SignInput::message(&tampered),
-            att.signature_scheme,
-            &att.signature,
-        ),
-        &[ErrorKind::InvalidSignature],
-        "a statement with its last byte flipped",
-    )?;
+    if let Some(v) = &verifier {
+        ensure!(
+            v.verify(att.signature_scheme, &tampered, &att.signature)
+                .is_err(),
+            "the attestation's signature also verifies over its statement with the last byte \
+             flipped"
+        );
+    }
     let again = b
         .attest_key(&key, b"another nonce")
         .await

@@ -9,9 +9,9 @@ macro_rules! ensure {
     };
 }
 
-pub mod bench;
 mod checks;
 mod ctx;
+pub mod matrix;
 mod not_configured;
 mod verify;
 
@@ -250,32 +250,62 @@ pub async fn run_check(check: Check, backend: &Arc<dyn Backend>) -> Result<Outco
 }
 
 /// Runs one check the way a `#[test]` wants it: panics with the failure when the check fails,
-/// and prints `skipped: <check> not declared by <backend>: <reason>` when it is skipped.
-/// [`conformance!`] calls this once per test.
+/// and says what it did in one line on stderr, written straight to the stream so the test
+/// harness does not capture it (see [`MARKER`]). [`conformance!`] calls this once per test.
+///
+/// A backend from [`NotConfigured`] (a cell whose service is absent) runs no check: every check
+/// is reported skipped, because the cell is.
 ///
 /// # Panics
 /// When the check fails.
 pub async fn run(check: Check, backend: Arc<dyn Backend>) -> Outcome {
     let name = backend.capabilities().backend.clone();
+    if not_configured::is_stand_in(backend.capabilities()) {
+        let outcome = Outcome::Skipped("the cell is not configured".to_owned());
+        report_outcome(check, &name, &outcome);
+        return outcome;
+    }
     match run_check(check, &backend).await {
         Ok(outcome) => {
             report_outcome(check, &name, &outcome);
             outcome
         }
-        Err(failure) => panic!("{failure}"),
+        Err(failure) => {
+            mark(&format!("failed {check} on {name}"));
+            panic!("{failure}")
+        }
     }
 }
 
-// The test harness shows (and on success hides) stdout; this is the suite's report line.
-#[allow(clippy::print_stdout)]
+/// The start of every line [`run`] writes to stderr, one per check:
+///
+/// ```text
+/// keychain-testkit: passed <check> on <backend>
+/// keychain-testkit: skipped <check> on <backend>: <reason>
+/// keychain-testkit: failed <check> on <backend>
+/// keychain-testkit: note <check> on <backend>: did not test <what>
+/// ```
+///
+/// `cargo xtask test` counts them per test cell, so a check that passed only because the backend
+/// did not declare what it needs shows as skipped, not as a pass.
+pub const MARKER: &str = "keychain-testkit: ";
+
+/// Writes `MARKER line` to stderr in one write, past the test harness's capture (which only
+/// takes `print!`/`eprint!`), so concurrent tests cannot interleave within the line.
+fn mark(line: &str) {
+    use std::io::Write as _;
+    let text = format!("{MARKER}{line}\n");
+    // Nowhere to report a failed write to stderr; the check's result stands either way.
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 fn report_outcome(check: Check, backend: &str, outcome: &Outcome) {
     match outcome {
-        Outcome::Skipped(reason) => {
-            println!("skipped: {check} not declared by {backend}: {reason}")
-        }
+        Outcome::Skipped(reason) => mark(&format!("skipped {check} on {backend}: {reason}")),
         Outcome::Passed { notes } => {
+            mark(&format!("passed {check} on {backend}"));
             for note in notes {
-                println!("note: {check} on {backend} did not test {note}");
+                mark(&format!("note {check} on {backend}: did not test {note}"));
             }
         }
     }
@@ -299,9 +329,10 @@ pub async fn run_all(backend: Arc<dyn Backend>) -> Report {
 /// backend from `factory`.
 ///
 /// `factory` is a path to an `async fn() -> Arc<dyn Backend>` (resolved from the module the macro
-/// is called in). A check the backend's capabilities do not cover passes and prints
-/// `skipped: <check> not declared by <backend>`; a declared capability that misbehaves fails the
-/// test with the reason. The module is named `conformance`, or the name given first:
+/// is called in). A check the backend's capabilities do not cover passes and writes
+/// `keychain-testkit: skipped <check> on <backend>: <reason>` to stderr (see [`MARKER`]); a
+/// declared capability that misbehaves fails the test with the reason. The module is named
+/// `conformance`, or the name given first:
 ///
 /// ```ignore
 /// async fn my_factory() -> std::sync::Arc<dyn keychain_core::Backend> { /* ... */ }

@@ -7,7 +7,8 @@ use keychain_core::{
 
 /// Declares nothing, so every conformance check has nothing to test. A cell's factory returns
 /// it when the cell's settings are absent (after writing `skipped: <cell> not configured` to
-/// stderr), so `conformance!` still expands to the same tests either way.
+/// stderr), so `conformance!` still expands to the same tests either way; [`crate::run`] reports
+/// every check on it as skipped without running it.
 ///
 /// ```
 /// # use std::sync::Arc;
@@ -19,14 +20,19 @@ use keychain_core::{
 #[derive(Debug)]
 pub struct NotConfigured(Capabilities);
 
+/// How the stand-in's backend name ends.
+const SUFFIX: &str = " (not configured)";
+
 impl NotConfigured {
     /// A stand-in for `backend` (named `"<backend> (not configured)"`).
     pub fn new(backend: &str, protection: Protection) -> Self {
-        Self(Capabilities::new(
-            format!("{backend} (not configured)"),
-            protection,
-        ))
+        Self(Capabilities::new(format!("{backend}{SUFFIX}"), protection))
     }
+}
+
+/// Whether `caps` are a [`NotConfigured`] stand-in's: its name, and nothing declared.
+pub(crate) fn is_stand_in(caps: &Capabilities) -> bool {
+    caps.backend.ends_with(SUFFIX) && caps.algorithms.is_empty()
 }
 
 #[async_trait]

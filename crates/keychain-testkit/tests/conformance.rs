@@ -6,9 +6,9 @@ mod fake;
 use std::sync::Arc;
 
 use keychain_core::{
-    Backend, Capabilities, Error, ErrorKind, ImportSpec, KeyInfo, KeyName, KeyRef, KeySpec, Result,
-    RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme, WrappedKey, WrappingSpec,
-    async_trait,
+    Backend, Capabilities, Error, ErrorKind, ImportSpec, KeyAttestation, KeyInfo, KeyName, KeyRef,
+    KeySpec, Result, RsaPadding, SecretBytes, SignInput, Signature, SignatureScheme, WrappedKey,
+    WrappingSpec, async_trait,
 };
 use keychain_testkit::{Check, Outcome};
 
@@ -55,6 +55,8 @@ enum Flaw {
     DeclaresNothing,
     /// Declares attestation but does not implement it.
     AttestUndelivered,
+    /// Attests with a signature that does not verify (one bit flipped).
+    AttestBadSignature,
 }
 
 /// The test fake with one flaw.
@@ -69,7 +71,7 @@ fn broken(flaw: Flaw) -> Arc<dyn Backend> {
     let inner = FakeBackend::full();
     let mut caps = inner.capabilities().clone();
     caps.backend = format!("fake-{flaw:?}");
-    caps.attest = flaw == Flaw::AttestUndelivered;
+    caps.attest = matches!(flaw, Flaw::AttestUndelivered | Flaw::AttestBadSignature);
     if flaw == Flaw::DeclaresNothing {
         caps.signature_schemes.clear();
         caps.oaep_hashes.clear();
@@ -219,6 +221,17 @@ impl Backend for Broken {
         )
     }
 
+    async fn attest_key(&self, key: &KeyRef, nonce: &[u8]) -> Result<KeyAttestation> {
+        if self.flaw != Flaw::AttestBadSignature {
+            return Err(Error::unsupported("not implemented after all"));
+        }
+        let mut att = self.inner.attest_key(key, nonce).await?;
+        if let Some(last) = att.signature.last_mut() {
+            *last ^= 0x01;
+        }
+        Ok(att)
+    }
+
     async fn random(&self, len: usize) -> Result<Vec<u8>> {
         if self.flaw == Flaw::ZeroRandom {
             return Ok(vec![0; len]);
@@ -270,6 +283,16 @@ async fn declared_but_missing_rotation_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_but_missing_attestation_fails() {
     must_fail(Flaw::AttestUndelivered, Check::Attest, "attest_key").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attestation_signature_is_verified_with_rustcrypto() {
+    must_fail(
+        Flaw::AttestBadSignature,
+        Check::Attest,
+        "does not verify with RustCrypto",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,6 +390,25 @@ async fn undeclared_capabilities_are_skipped() {
         .await
         .expect("lifecycle passes");
     assert!(!outcome.is_skipped());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_in_for_an_unconfigured_cell_runs_no_check() {
+    let backend: Arc<dyn Backend> = Arc::new(keychain_testkit::NotConfigured::new(
+        "mykms",
+        keychain_core::Protection::CloudHsm,
+    ));
+    for check in Check::ALL {
+        let outcome = keychain_testkit::run(check, Arc::clone(&backend)).await;
+        assert_eq!(
+            outcome,
+            Outcome::Skipped("the cell is not configured".to_owned()),
+            "{check}"
+        );
+    }
+    // A backend that declares nothing but is not a stand-in still runs what needs nothing.
+    let outcome = keychain_testkit::run(Check::BadInput, broken(Flaw::DeclaresNothing)).await;
+    assert!(!outcome.is_skipped(), "{outcome:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,10 +24,10 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keychain_bench::{is_bench_run, op, round, row, runtime};
 use keychain_core::{
     Backend, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySpec, SignInput, SignatureScheme,
 };
-use keychain_testkit::bench::{is_bench_run, op, round, row, runtime};
 use keychain_tpm2::{Config, TpmBackend};
 use tss_esapi::Context;
 use tss_esapi::attributes::SessionAttributesBuilder;

@@ -18,11 +18,11 @@
 use std::sync::Arc;
 
 use base64ct::{Base64, Encoding as _};
+use keychain_bench::{Op, Plan, compare, is_bench_run, op, row, runtime};
 use keychain_core::{
     Backend, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySpec, SecretSource, SignInput,
     SignatureScheme,
 };
-use keychain_testkit::bench::{Op, Plan, compare, is_bench_run, op, row, runtime};
 use keychain_vault::{Config, TransitBackend};
 use vaultrs::api::transit::MarshalingAlgorithm;
 use vaultrs::api::transit::requests::{EncryptDataRequestBuilder, SignDataRequestBuilder};

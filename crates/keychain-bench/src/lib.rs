@@ -1,8 +1,6 @@
-//! Side-by-side throughput of two async operations, for the backends' `cargo xtask bench`
-//! binaries (benchmarks, not tests: nothing here asserts a speed).
-//!
-//! Both sides run in the same process against the same service; rounds alternate between them so
-//! both see the same machine state, and the best round of each counts.
+#![doc = include_str!("../README.md")]
+
+pub mod batch;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +14,7 @@ pub type Op = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 
 /// Wraps an async closure as an [`Op`].
 ///
 /// ```
-/// let op = keychain_testkit::bench::op(|| async { std::hint::black_box(1 + 1); });
+/// let op = keychain_bench::op(|| async { std::hint::black_box(1 + 1); });
 /// # let _ = op;
 /// ```
 pub fn op<F, Fut>(f: F) -> Op
@@ -112,10 +110,26 @@ pub async fn compare(keychain: &Op, baseline: &Op, tasks: usize, plan: Plan) -> 
 
 /// One Markdown table row: `| label | k ops/s | b ops/s | k/b |`.
 pub fn row(label: &str, keychain: f64, baseline: f64) -> String {
+    row_with(label, keychain, baseline, None)
+}
+
+/// One Markdown table row of two rates (as [`rate`] prints them) and their ratio `k/b`.
+pub fn row_with(label: &str, keychain: f64, baseline: f64, bytes: Option<usize>) -> String {
     format!(
-        "| {label} | {keychain:.0} ops/s | {baseline:.0} ops/s | {:.3} |",
+        "| {label} | {} | {} | {:.3} |",
+        rate(keychain, bytes),
+        rate(baseline, bytes),
         keychain / baseline
     )
+}
+
+/// `ops` operations per second as `N ops/s`, or, when each operation handles `bytes` bytes, as
+/// `N.N MiB/s`.
+pub fn rate(ops: f64, bytes: Option<usize>) -> String {
+    match bytes {
+        None => format!("{ops:.0} ops/s"),
+        Some(n) => format!("{:.1} MiB/s", ops * n as f64 / (1024.0 * 1024.0)),
+    }
 }
 
 #[cfg(test)]
@@ -140,5 +154,9 @@ mod tests {
         assert!(n >= 1.0, "no call ran");
         assert!(rate > 0.0 && rate <= n / 0.1, "{rate} ops/s from {n} calls");
         assert_eq!(row("x", 3.0, 2.0), "| x | 3 ops/s | 2 ops/s | 1.500 |");
+        assert_eq!(
+            row_with("y", 2.0, 4.0, Some(1 << 20)),
+            "| y | 2.0 MiB/s | 4.0 MiB/s | 0.500 |"
+        );
     }
 }
