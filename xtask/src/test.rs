@@ -16,8 +16,7 @@ pub(crate) fn test() -> Result {
     // backend's conformance suite, the umbrella's optional backends). The RSA opt-in of that
     // provider changes only keychain-crypto and its dependents, so its unit tests run last,
     // filtered.
-    const FEATURES: &str =
-        "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/sc-hsm,keychain/aws,keychain/vault,keychain/tpm2";
+    const FEATURES: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/sc-hsm,keychain/aws,keychain/vault,keychain/tpm2";
     const WITH_RSA_OPT_IN: &str = "keychain-pkcs8/rustcrypto,keychain/pkcs11,keychain/sc-hsm,keychain/aws,keychain/vault,keychain/tpm2,keychain-crypto/rustcrypto-rsa-insecure";
     let runs: [&[&str]; 3] = [
         &[
