@@ -40,9 +40,12 @@ async fn transit_key_by_uri_signs_through_the_rustcrypto_adapter() {
     ))
     .unwrap();
     let keychain = Keychain::open(&config).await.unwrap();
+    let entry = keychain.registry().entry("bao").unwrap();
+    assert_eq!(entry.uri_scheme(), "vault");
     assert_eq!(
-        keychain.registry().entry("bao").unwrap().uri_scheme(),
-        "transit"
+        entry.uri_schemes(),
+        ["vault", "transit"],
+        "the documented alias kept"
     );
 
     let target = keychain.resolve("bao:signer").unwrap();
