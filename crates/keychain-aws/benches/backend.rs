@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
-use keychain_aws::{AwsKmsBackend, Config};
+use keychain_aws::{AwsBackend, Config};
 use keychain_bench::{Op, Plan, compare, is_bench_run, op, row, runtime};
 use keychain_core::{
     Backend, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySpec, SignInput, SignatureScheme,
@@ -44,7 +44,7 @@ fn main() {
 async fn run(endpoint: String, region: String) {
     let prefix = format!("bench-{:08x}/", std::process::id());
     let backend = Arc::new(
-        AwsKmsBackend::open(
+        AwsBackend::open(
             Config::new(region)
                 .with_endpoint(endpoint)
                 .with_alias_prefix(&prefix),

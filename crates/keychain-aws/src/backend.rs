@@ -73,7 +73,7 @@ enum Lookup {
     Present(Resolved),
 }
 
-/// A data key from [`AwsKmsBackend::generate_data_key`]: the plaintext to use now, and the
+/// A data key from [`AwsBackend::generate_data_key`]: the plaintext to use now, and the
 /// same key encrypted under the KMS key in keychain's ciphertext format.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -85,10 +85,10 @@ pub struct DataKey {
     pub ciphertext: Vec<u8>,
 }
 
-/// The AWS KMS backend. Open with [`AwsKmsBackend::open`]; see the crate docs for how keys map
+/// The AWS KMS backend. Open with [`AwsBackend::open`]; see the crate docs for how keys map
 /// to KMS keys and aliases.
 #[derive(Debug)]
-pub struct AwsKmsBackend {
+pub struct AwsBackend {
     client: Client,
     prefix: String,
     deletion_window_days: i32,
@@ -257,7 +257,7 @@ fn context(format: u8, version: KeyVersion, aad: &[u8]) -> HashMap<String, Strin
     ctx
 }
 
-impl AwsKmsBackend {
+impl AwsBackend {
     /// Opens the backend: resolves static credentials (if configured) and builds the SDK
     /// client. Makes no KMS call; the first operation shows whether KMS is reachable.
     ///
@@ -1132,7 +1132,7 @@ fn frame(format: u8, version: KeyVersion, blob: &[u8]) -> Vec<u8> {
 }
 
 #[async_trait]
-impl Backend for AwsKmsBackend {
+impl Backend for AwsBackend {
     fn capabilities(&self) -> &Capabilities {
         &self.caps
     }

@@ -12,7 +12,7 @@ pub const DEFAULT_DELETION_WINDOW_DAYS: u8 = 7;
 /// The default number of attempts the SDK makes per call (its standard retry mode).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
-/// Configuration for [`crate::AwsKmsBackend::open`].
+/// Configuration for [`crate::AwsBackend::open`].
 ///
 /// ```toml
 /// region = "eu-west-1"                  # else the SDK's chain (AWS_REGION, profile, IMDS)
@@ -327,7 +327,7 @@ impl keychain_core::BackendConfig for Config {
     }
 
     async fn open(self, _name: &str) -> Result<std::sync::Arc<dyn keychain_core::Backend>> {
-        Ok(std::sync::Arc::new(crate::AwsKmsBackend::open(self).await?))
+        Ok(std::sync::Arc::new(crate::AwsBackend::open(self).await?))
     }
 }
 

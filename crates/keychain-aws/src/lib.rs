@@ -5,7 +5,11 @@ mod config;
 mod error;
 mod naming;
 
-pub use crate::backend::{AwsKmsBackend, DataKey, MAX_PLAINTEXT, MAX_RANDOM};
+pub use crate::backend::{AwsBackend, DataKey, MAX_PLAINTEXT, MAX_RANDOM};
+
+/// The name [`AwsBackend`] had before crate, `type`, URI scheme and type names were aligned.
+#[deprecated(since = "0.1.0", note = "renamed `AwsBackend`")]
+pub type AwsKmsBackend = AwsBackend;
 pub use crate::config::{
     Config, DEFAULT_ALIAS_PREFIX, DEFAULT_DELETION_WINDOW_DAYS, DEFAULT_MAX_ATTEMPTS,
 };

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use keychain_aws::{AwsKmsBackend, Config};
+use keychain_aws::{AwsBackend, Config};
 use keychain_core::{
     Backend, ErrorKind, HashAlg, KeyAlgorithm, KeyRef, KeySpec, ProviderCode, SecretSource,
     SignInput, SignatureScheme,
@@ -117,7 +117,7 @@ async fn aws_unreachable_endpoint_is_retryable_unavailable() {
         .local_addr()
         .unwrap()
         .port();
-    let kms = AwsKmsBackend::open(local_config(port)).await.unwrap();
+    let kms = AwsBackend::open(local_config(port)).await.unwrap();
     let e = kms.random(8).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(e.retryable(), "{e}");
@@ -127,7 +127,7 @@ async fn aws_unreachable_endpoint_is_retryable_unavailable() {
 #[tokio::test]
 async fn aws_throttling_is_retryable_rate_limited_with_its_code() {
     let (port, served) = fake_kms(vec![Answer::Throttle, Answer::Random16]);
-    let kms = AwsKmsBackend::open(local_config(port)).await.unwrap();
+    let kms = AwsBackend::open(local_config(port)).await.unwrap();
     let e = kms.random(16).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::RateLimited, "{e}");
     assert!(e.retryable());
@@ -144,7 +144,7 @@ async fn aws_throttling_is_retryable_rate_limited_with_its_code() {
 #[tokio::test]
 async fn aws_throttling_is_retried_by_the_retry_layer() {
     let (port, served) = fake_kms(vec![Answer::Throttle, Answer::Random16]);
-    let kms: Arc<dyn Backend> = Arc::new(AwsKmsBackend::open(local_config(port)).await.unwrap());
+    let kms: Arc<dyn Backend> = Arc::new(AwsBackend::open(local_config(port)).await.unwrap());
     let policy = RetryPolicy::default()
         .with_max_attempts(3)
         .with_backoff(Duration::from_millis(10), Duration::from_millis(50));
@@ -160,7 +160,7 @@ async fn aws_throttling_is_retried_by_the_retry_layer() {
 #[tokio::test]
 async fn aws_sdk_retries_throttling_when_configured_to() {
     let (port, served) = fake_kms(vec![Answer::Throttle, Answer::Random16]);
-    let kms = AwsKmsBackend::open(local_config(port).with_max_attempts(3))
+    let kms = AwsBackend::open(local_config(port).with_max_attempts(3))
         .await
         .unwrap();
     assert_eq!(kms.random(16).await.unwrap().len(), 16);

@@ -12,7 +12,7 @@ mod common;
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::KeyState;
-use keychain_aws::{AwsKmsBackend, Config};
+use keychain_aws::{AwsBackend, Config};
 use keychain_core::{Backend, ErrorKind, KeyAlgorithm, KeyRef, KeySpec, KeyUri, KeyUsages};
 
 #[tokio::test]
@@ -163,7 +163,7 @@ async fn aws_opens_from_an_awskms_uri() {
     )
     .parse()
     .unwrap();
-    let kms = AwsKmsBackend::open(Config::from_uri(&uri).unwrap())
+    let kms = AwsBackend::open(Config::from_uri(&uri).unwrap())
         .await
         .unwrap();
     assert_eq!(kms.alias_prefix(), common::prefix());

@@ -314,14 +314,7 @@ impl BlobStore for FileStore {
                 Err(e) => return Err(io_error(e, "creating directory", &dir)),
             }
             let path = dir.join(file_name);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(FILE_MODE)
-                .open(&path)
-                .map_err(|e| io_error(e, "opening lock file", &path))?;
+            let file = open_lock_file(&path)?;
             // Polling rather than a blocking flock, so a lock that is never released (a hung
             // holder) ends in a Timeout instead of a thread parked forever.
             let start = Instant::now();
@@ -465,16 +458,21 @@ fn create_parents(root: &Path, key: &str) -> Result<PathBuf> {
 /// Takes the store's exclusive lock; dropping the returned file releases it.
 fn lock(root: &Path) -> Result<File> {
     let path = root.join(LOCK_FILE);
-    let file = OpenOptions::new()
+    let file = open_lock_file(&path)?;
+    file.lock().map_err(|e| io_error(e, "locking", &path))?;
+    Ok(file)
+}
+
+/// Opens (creating it `0600` if needed, never truncating) a file to `flock`.
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(FILE_MODE)
-        .open(&path)
-        .map_err(|e| io_error(e, "opening lock file", &path))?;
-    file.lock().map_err(|e| io_error(e, "locking", &path))?;
-    Ok(file)
+        .open(path)
+        .map_err(|e| io_error(e, "opening lock file", path))
 }
 
 /// Makes a directory's entries (created, renamed, removed names) durable.

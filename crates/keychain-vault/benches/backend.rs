@@ -23,7 +23,7 @@ use keychain_core::{
     Backend, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySpec, SecretSource, SignInput,
     SignatureScheme,
 };
-use keychain_vault::{Config, TransitBackend};
+use keychain_vault::{Config, VaultBackend};
 use vaultrs::api::transit::MarshalingAlgorithm;
 use vaultrs::api::transit::requests::{EncryptDataRequestBuilder, SignDataRequestBuilder};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
@@ -45,7 +45,7 @@ fn main() {
 async fn run(addr: String, token: String) {
     let prefix = format!("bench-{:08x}.", std::process::id());
     let backend = Arc::new(
-        TransitBackend::open(
+        VaultBackend::open(
             Config::new(&addr, SecretSource::value(&token)).with_key_prefix(&prefix),
         )
         .await

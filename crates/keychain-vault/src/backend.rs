@@ -47,10 +47,10 @@ struct Resolved {
     lowest: KeyVersion,
 }
 
-/// The HashiCorp Vault / OpenBao Transit backend. Open with [`TransitBackend::open`]; see the
+/// The HashiCorp Vault / OpenBao Transit backend. Open with [`VaultBackend::open`]; see the
 /// crate docs for how names, versions and ciphertexts map to Transit's.
 #[derive(Debug)]
-pub struct TransitBackend {
+pub struct VaultBackend {
     session: Session,
     mount: String,
     prefix: String,
@@ -384,7 +384,7 @@ fn exported_pkcs8(algorithm: KeyAlgorithm, text: &str) -> Result<SecretBytes> {
     Ok(der)
 }
 
-impl TransitBackend {
+impl VaultBackend {
     /// Opens the backend: resolves the credentials, logs in (AppRole, Kubernetes) or looks the
     /// token up (to learn when to renew it). Makes no Transit call: the first operation shows
     /// whether the mount exists.
@@ -1056,7 +1056,7 @@ fn zeroize_json(body: &mut Value) {
 }
 
 #[async_trait]
-impl Backend for TransitBackend {
+impl Backend for VaultBackend {
     fn capabilities(&self) -> &Capabilities {
         &self.caps
     }

@@ -15,7 +15,7 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// Where a Kubernetes pod finds its service-account token.
 pub const DEFAULT_KUBERNETES_JWT: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
-/// Configuration for [`crate::TransitBackend::open`].
+/// Configuration for [`crate::VaultBackend::open`].
 ///
 /// ```toml
 /// address = "https://vault.internal:8200"
@@ -364,9 +364,7 @@ impl keychain_core::BackendConfig for Config {
     }
 
     async fn open(self, _name: &str) -> Result<std::sync::Arc<dyn keychain_core::Backend>> {
-        Ok(std::sync::Arc::new(
-            crate::TransitBackend::open(self).await?,
-        ))
+        Ok(std::sync::Arc::new(crate::VaultBackend::open(self).await?))
     }
 }
 

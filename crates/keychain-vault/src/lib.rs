@@ -8,8 +8,12 @@ mod naming;
 mod session;
 
 pub use crate::backend::{
-    MAX_RANDOM, TransitBackend, from_transit_ciphertext, to_transit_ciphertext,
+    MAX_RANDOM, VaultBackend, from_transit_ciphertext, to_transit_ciphertext,
 };
+
+/// The name [`VaultBackend`] had before crate, `type`, URI scheme and type names were aligned.
+#[deprecated(since = "0.1.0", note = "renamed `VaultBackend`")]
+pub type TransitBackend = VaultBackend;
 pub use crate::config::{
     Auth, Config, DEFAULT_KUBERNETES_JWT, DEFAULT_MOUNT, DEFAULT_TIMEOUT_MS, Kdf,
 };

@@ -15,7 +15,7 @@ use keychain_core::{
     Backend, BackendExt, ErrorKind, HashAlg, HealthStatus, KeyAlgorithm, KeyName, KeyRef, KeySpec,
     ProviderCode, SecretSource, SignInput, SignatureScheme,
 };
-use keychain_vault::{Auth, Config, TransitBackend};
+use keychain_vault::{Auth, Config, VaultBackend};
 use sha2::Digest as _;
 use tempfile::TempDir;
 
@@ -64,7 +64,7 @@ async fn missing_keys_are_not_found_and_encrypt_creates_nothing() {
 #[tokio::test]
 async fn refused_tokens_are_permission_denied() {
     let Some(env) = common::env() else { return };
-    let bad = TransitBackend::open(
+    let bad = VaultBackend::open(
         Config::new(&env.addr, SecretSource::value("not-a-token"))
             .with_key_prefix(common::prefix()),
     )
@@ -78,7 +78,7 @@ async fn refused_tokens_are_permission_denied() {
     // A valid token without Transit rights: it opens (it may look itself up), then every
     // Transit call is refused.
     let weak = env.token("default", "10m");
-    let b = TransitBackend::open(
+    let b = VaultBackend::open(
         Config::new(&env.addr, SecretSource::value(&weak)).with_key_prefix(common::prefix()),
     )
     .await
@@ -166,7 +166,7 @@ fn own_server(bao: &str, tls: bool) -> OwnServer {
 async fn a_sealed_server_is_unavailable_and_says_sealed() {
     let Some(env) = common::env() else { return };
     let server = own_server(&env.bao, false);
-    let b = TransitBackend::open(Config::new(
+    let b = VaultBackend::open(Config::new(
         &server.addr,
         SecretSource::value(&server.token),
     ))
@@ -200,7 +200,7 @@ async fn a_sealed_server_is_unavailable_and_says_sealed() {
     );
     // Opening against the sealed server works (the token is looked up later) and then fails
     // the same way on use.
-    let late = TransitBackend::open(Config::new(
+    let late = VaultBackend::open(Config::new(
         &server.addr,
         SecretSource::value(&server.token),
     ))
@@ -217,7 +217,7 @@ async fn an_unreachable_server_is_retryable_unavailable() {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let b = TransitBackend::open(
+    let b = VaultBackend::open(
         Config::new(format!("http://127.0.0.1:{port}"), SecretSource::value("t"))
             .with_timeout_ms(2000),
     )
@@ -228,7 +228,7 @@ async fn an_unreachable_server_is_retryable_unavailable() {
     assert!(e.retryable());
     assert_eq!(e.backend(), Some("transit"));
     // Logins need the server: an AppRole backend does not open.
-    let e = TransitBackend::open(
+    let e = VaultBackend::open(
         Config::new(format!("http://127.0.0.1:{port}"), SecretSource::value("t")).with_auth(
             Auth::AppRole {
                 role_id: SecretSource::value("r"),
@@ -393,7 +393,7 @@ async fn short_lived_tokens_are_renewed() {
     // A 4-second token: without renewal it is gone before the last call.
     let token = env.token(policy, "4s");
     let stale = env.token(policy, "4s");
-    let b = TransitBackend::open(
+    let b = VaultBackend::open(
         Config::new(&env.addr, SecretSource::value(&token)).with_key_prefix(common::prefix()),
     )
     .await
@@ -466,7 +466,7 @@ async fn approle_login_and_refused_secret_id() {
                 mount: "approle".into(),
             })
     };
-    let b = TransitBackend::open(config(&secret_id)).await.unwrap();
+    let b = VaultBackend::open(config(&secret_id)).await.unwrap();
     let name = env.name("approle");
     b.generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP384))
         .await
@@ -482,7 +482,7 @@ async fn approle_login_and_refused_secret_id() {
     b.close().await.unwrap();
 
     let wrong = "00000000-0000-0000-0000-000000000000";
-    let e = TransitBackend::open(config(wrong)).await.unwrap_err();
+    let e = VaultBackend::open(config(wrong)).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
     for shown in [e.to_string(), format!("{e:?}")] {
         assert!(!shown.contains(wrong), "the secret id sent shows: {shown}");
@@ -556,7 +556,7 @@ async fn tls_with_the_servers_ca_and_without_it() {
     let config = || Config::new(&server.addr, SecretSource::value(&server.token));
     let mut trusted = config();
     trusted.ca_bundle = server.ca.clone();
-    let b = TransitBackend::open(trusted).await.unwrap();
+    let b = VaultBackend::open(trusted).await.unwrap();
     let name = env.name("tls");
     b.generate_key(&name, &KeySpec::new(KeyAlgorithm::EcP256))
         .await
@@ -568,7 +568,7 @@ async fn tls_with_the_servers_ca_and_without_it() {
 
     // The dev CA is in no trust store: without it the token lookup at open is refused by TLS,
     // a configuration error (not retryable), named as such.
-    let e = TransitBackend::open(config()).await.unwrap_err();
+    let e = VaultBackend::open(config()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(
         !e.retryable(),
@@ -579,12 +579,12 @@ async fn tls_with_the_servers_ca_and_without_it() {
 
     let mut insecure = config();
     insecure.danger_accept_invalid_certs = true;
-    let i = TransitBackend::open(insecure).await.unwrap();
+    let i = VaultBackend::open(insecure).await.unwrap();
     assert_eq!(i.key_info(&KeyRef::from(&name)).await.unwrap().version, 1);
 
     let mut missing = config();
     missing.ca_bundle = Some("/nonexistent/ca.pem".into());
-    let e = TransitBackend::open(missing).await.unwrap_err();
+    let e = VaultBackend::open(missing).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
 
@@ -595,7 +595,7 @@ async fn namespaces_keep_keys_apart() {
     env.bao(&["namespace", "create", &ns]).unwrap();
     env.bao(&["secrets", "enable", &format!("-namespace={ns}"), "transit"])
         .unwrap();
-    let b = TransitBackend::open(env.config().with_namespace(&ns))
+    let b = VaultBackend::open(env.config().with_namespace(&ns))
         .await
         .unwrap();
     let name = env.name("ns");
@@ -637,7 +637,7 @@ async fn a_server_that_never_answers_times_out() {
             held.push(stream);
         }
     });
-    let b = TransitBackend::open(
+    let b = VaultBackend::open(
         Config::new(format!("http://127.0.0.1:{port}"), SecretSource::value("t"))
             .with_timeout_ms(300),
     )
@@ -661,7 +661,7 @@ async fn encrypt_never_recreates_a_key_deleted_behind_the_cache() {
         "disable_upsert=true",
     ])
     .unwrap();
-    let b = TransitBackend::open(env.config().with_mount(&mount))
+    let b = VaultBackend::open(env.config().with_mount(&mount))
         .await
         .unwrap();
     let health = b.health().await.unwrap();
@@ -707,9 +707,9 @@ async fn encrypt_never_recreates_a_key_deleted_behind_the_cache() {
 #[tokio::test]
 async fn names_ending_in_a_dash_and_nested_prefixes() {
     let Some(env) = common::env() else { return };
-    let outer = TransitBackend::open(env.config()).await.unwrap();
+    let outer = VaultBackend::open(env.config()).await.unwrap();
     let inner_prefix = format!("{}inner.", common::prefix());
-    let inner = TransitBackend::open(env.config().with_key_prefix(&inner_prefix))
+    let inner = VaultBackend::open(env.config().with_key_prefix(&inner_prefix))
         .await
         .unwrap();
     let tag = common::random_hex(3);
@@ -853,7 +853,7 @@ async fn retired_versions_do_not_sign_and_oaep_follows_a_rotation_elsewhere() {
 #[tokio::test]
 async fn a_wrong_mount_is_a_configuration_error() {
     let Some(env) = common::env() else { return };
-    let b = TransitBackend::open(env.config().with_mount("no-such-mount"))
+    let b = VaultBackend::open(env.config().with_mount("no-such-mount"))
         .await
         .unwrap();
     let e = b.list_keys().await.unwrap_err();
@@ -873,7 +873,7 @@ async fn approle_logs_in_again_past_the_token_max_ttl() {
     // Tokens live 4 s and can be renewed to 8 s at most: a backend that only renewed would
     // be refused after 8 s.
     let (role_id, secret_id) = approle(&env, &["token_ttl=4s", "token_max_ttl=8s"]);
-    let b = TransitBackend::open(
+    let b = VaultBackend::open(
         Config::new(&env.addr, SecretSource::value("unused"))
             .with_key_prefix(common::prefix())
             .with_auth(Auth::AppRole {

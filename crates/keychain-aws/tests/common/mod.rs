@@ -12,7 +12,7 @@
 use std::io::Write as _;
 use std::sync::OnceLock;
 
-use keychain_aws::{AwsKmsBackend, Config};
+use keychain_aws::{AwsBackend, Config};
 use keychain_core::KeyName;
 
 /// The KMS server the cell runs on (moto through the harness's launcher, or LocalStack).
@@ -61,8 +61,8 @@ impl Env {
     }
 
     /// A backend on the cell's server.
-    pub async fn open(&self) -> AwsKmsBackend {
-        AwsKmsBackend::open(self.config())
+    pub async fn open(&self) -> AwsBackend {
+        AwsBackend::open(self.config())
             .await
             .expect("open the AWS KMS backend on the test server")
     }

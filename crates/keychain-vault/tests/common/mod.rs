@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use keychain_core::{KeyName, SecretSource};
-use keychain_vault::{Config, Kdf, TransitBackend};
+use keychain_vault::{Config, Kdf, VaultBackend};
 
 /// The OpenBao dev server the cell runs on.
 pub struct Env {
@@ -98,8 +98,8 @@ impl Env {
     }
 
     /// A backend on the cell's server.
-    pub async fn open(&self) -> TransitBackend {
-        TransitBackend::open(self.config())
+    pub async fn open(&self) -> VaultBackend {
+        VaultBackend::open(self.config())
             .await
             .expect("open the Transit backend on the test server")
     }
