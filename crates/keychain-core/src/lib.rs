@@ -12,6 +12,7 @@ mod public_key;
 pub mod registration;
 mod secret;
 mod signature;
+pub mod support;
 mod uri;
 
 pub use crate::algorithm::{
@@ -19,7 +20,7 @@ pub use crate::algorithm::{
 };
 pub use crate::attest::{AttestationFormat, KeyAttestation};
 pub use crate::backend::{Backend, BackendExt};
-pub use crate::capabilities::Capabilities;
+pub use crate::capabilities::{BackendType, Capabilities};
 pub use crate::cert::{CertCapacity, CertStore};
 pub use crate::error::{Error, ErrorKind, Operation, ProviderCode, Result};
 pub use crate::key::{

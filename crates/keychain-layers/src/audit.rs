@@ -51,7 +51,7 @@ impl AuditConfig {
 pub fn audit(inner: Arc<dyn Backend>, config: AuditConfig) -> Arc<dyn Backend> {
     let backend = config
         .name
-        .unwrap_or_else(|| inner.capabilities().backend.clone());
+        .unwrap_or_else(|| inner.capabilities().backend.to_string());
     Arc::new(Audit { inner, backend })
 }
 

@@ -47,7 +47,7 @@ impl ScHsmBackend {
     /// Wraps an open PKCS#11 backend.
     pub fn from_pkcs11(inner: Pkcs11Backend) -> Self {
         let mut caps = inner.capabilities().clone();
-        caps.backend = "sc-hsm".to_owned();
+        caps.backend = keychain_core::BackendType::from_static("sc-hsm");
         Self { inner, caps }
     }
 

@@ -320,7 +320,7 @@ pub async fn run_all(backend: Arc<dyn Backend>) -> Report {
         results.push((check, run_check(check, &backend).await));
     }
     Report {
-        backend: backend.capabilities().backend.clone(),
+        backend: backend.capabilities().backend.to_string(),
         results,
     }
 }

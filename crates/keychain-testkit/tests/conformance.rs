@@ -70,7 +70,7 @@ struct Broken {
 fn broken(flaw: Flaw) -> Arc<dyn Backend> {
     let inner = FakeBackend::full();
     let mut caps = inner.capabilities().clone();
-    caps.backend = format!("fake-{flaw:?}");
+    caps.backend = format!("fake-{flaw:?}").into();
     caps.attest = matches!(flaw, Flaw::AttestUndelivered | Flaw::AttestBadSignature);
     if flaw == Flaw::DeclaresNothing {
         caps.signature_schemes.clear();

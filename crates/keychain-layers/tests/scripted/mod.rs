@@ -54,7 +54,7 @@ impl std::fmt::Debug for Step {
 impl Scripted {
     /// A backend whose `Capabilities::backend` is `name` and that declares every operation.
     pub(crate) fn new(name: &str) -> Self {
-        let mut caps = Capabilities::new(name, Protection::Hardware);
+        let mut caps = Capabilities::new(name.to_owned(), Protection::Hardware);
         caps.algorithms = vec![KeyAlgorithm::EcP256, KeyAlgorithm::Aes256Gcm];
         caps.signature_schemes = vec![SignatureScheme::Ecdsa(HashAlg::Sha256)];
         caps.aead = true;

@@ -186,7 +186,7 @@ impl FakeBackend {
     pub(crate) fn full() -> Self {
         let mut fake = Self::new();
         let caps = &mut fake.caps;
-        caps.backend = "fake-full".to_owned();
+        caps.backend = "fake-full".into();
         caps.algorithms.push(KeyAlgorithm::Rsa2048);
         caps.signature_schemes.extend([
             SignatureScheme::RsaPkcs1v15(HashAlg::Sha256),
