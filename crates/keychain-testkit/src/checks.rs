@@ -1409,7 +1409,9 @@ async fn concurrency(ctx: &Ctx<'_>, backend: &Arc<dyn Backend>) -> R<Outcome> {
 // 10. random
 
 /// When [`Capabilities::random`]: `random(n)` returns exactly `n` bytes for 1, 32 and 1024, two
-/// 32-byte results differ, and 1024 bytes are not all one value.
+/// 32-byte results differ, and 1024 bytes are not all one value. With
+/// [`Capabilities::max_random`] set, it is at least 1024, `random(max)` returns `max` bytes and
+/// `random(max + 1)` is `InvalidInput`: the declared limit is the real one.
 ///
 /// # Errors
 /// [`CheckFailure`] naming the length that failed.
@@ -1444,6 +1446,26 @@ async fn random(ctx: &Ctx<'_>) -> R<Outcome> {
         one != two,
         "two calls of random(32) returned the same bytes"
     );
+    if let Some(max) = ctx.caps().max_random {
+        ensure!(
+            max >= 1024,
+            "Capabilities::max_random is {max}; the contract asks for at least 1024"
+        );
+        let bytes = b.random(max).await.during(format_args!("random({max})"))?;
+        ensure!(
+            bytes.len() == max,
+            "random({max}) returned {} bytes",
+            bytes.len()
+        );
+        expect_kind(
+            b.random(max.saturating_add(1)).await,
+            &[ErrorKind::InvalidInput],
+            format_args!(
+                "random({}) past Capabilities::max_random",
+                max.saturating_add(1)
+            ),
+        )?;
+    }
     passed()
 }
 

@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use keychain_core::support::{CloseGuard, KeyCache};
 use keychain_core::{
     AttestationFormat, Backend, Capabilities, Error, ErrorKind, HashAlg, Health, KeyAlgorithm,
     KeyAttestation, KeyInfo, KeyName, KeyRef, KeySpec, KeyUsage, Operation, Protection, Result,
@@ -21,8 +21,9 @@ use crate::worker::Worker;
 
 const BACKEND: &str = "tpm2";
 
-/// The most bytes one [`Backend::random`] call returns (the TPM hands out 32 per command).
-pub const MAX_RANDOM: usize = 4096;
+/// The most bytes one [`Backend::random`] call returns (the TPM hands out 32 per command), as
+/// [`Capabilities::max_random`] declares it.
+const MAX_RANDOM: usize = 4096;
 
 /// How long a key's record read from the store is used without reading it again: changes
 /// another process makes to the key directory (rotation, deletion) are seen within this time;
@@ -47,11 +48,10 @@ pub struct TpmBackend {
     key_auths: HashMap<String, Auth>,
     /// Serializes read-modify-write of records (rotate) within this process.
     writer: tokio::sync::Mutex<()>,
-    /// Decoded records by name, for at most [`RECORD_TTL`].
-    cache: std::sync::Mutex<HashMap<KeyName, Arc<Entry>>>,
-    /// Bumped by every change of a record in this process (see `entry`).
-    mutations: std::sync::atomic::AtomicU64,
-    closed: AtomicBool,
+    /// Decoded records by name, for at most [`RECORD_TTL`]; a change in this process removes
+    /// the entry, and a read that raced it is not cached (see `entry`).
+    cache: KeyCache<Entry>,
+    closed: CloseGuard,
 }
 
 impl std::fmt::Debug for TpmBackend {
@@ -105,13 +105,10 @@ fn capabilities(probe: &Probe) -> Capabilities {
     caps.aead = probe.algorithms.iter().any(|a| a.is_symmetric());
     caps.rotate = true;
     caps.random = true;
+    caps.max_random = Some(MAX_RANDOM);
     caps.health = true;
     caps.attest = probe.algorithms.contains(&KeyAlgorithm::EcP256);
     caps
-}
-
-fn closed() -> Error {
-    Error::new(ErrorKind::Unavailable, "the backend is closed").with_retryable(false)
 }
 
 impl TpmBackend {
@@ -189,18 +186,9 @@ impl TpmBackend {
             key_auth,
             key_auths,
             writer: tokio::sync::Mutex::new(()),
-            cache: std::sync::Mutex::new(HashMap::new()),
-            mutations: std::sync::atomic::AtomicU64::new(0),
-            closed: AtomicBool::new(false),
+            cache: KeyCache::new(),
+            closed: CloseGuard::new(),
         })
-    }
-
-    fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(closed())
-        } else {
-            Ok(())
-        }
     }
 
     fn auth(&self, name: &KeyName) -> Auth {
@@ -223,29 +211,22 @@ impl TpmBackend {
     /// The record of `name` for an operation: from the cache when read less than
     /// [`RECORD_TTL`] ago, else from the store (and then cached).
     async fn entry(&self, name: &KeyName) -> Result<Arc<Entry>> {
-        if let Some(entry) = self.cache().get(name)
+        if let Some(entry) = self.cache.get(name)
             && entry.read_at.elapsed() < RECORD_TTL
         {
-            return Ok(Arc::clone(entry));
+            return Ok(entry);
         }
-        let seen = self.mutations.load(Ordering::Acquire);
+        // A change in this process since the read started makes what was read stale: the
+        // ticket refuses the insert then.
+        let ticket = self.cache.ticket();
         let entry = Arc::new(Entry::new(self.record(name).await?));
-        let mut cache = self.cache();
-        // A change in this process since the read started makes what was read stale.
-        if self.mutations.load(Ordering::Acquire) == seen {
-            cache.insert(name.clone(), Arc::clone(&entry));
-        }
+        self.cache.insert(name.clone(), Arc::clone(&entry), ticket);
         Ok(entry)
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<KeyName, Arc<Entry>>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Drops the cached record of `name` (after a change, or a blob the TPM refused).
     fn forget(&self, name: &KeyName) {
-        self.mutations.fetch_add(1, Ordering::AcqRel);
-        self.cache().remove(name);
+        self.cache.remove(name);
     }
 
     /// Forgets `name`'s cached record when `result` says the blob is bad or gone.
@@ -556,11 +537,7 @@ impl TpmBackend {
     }
 
     async fn random_inner(&self, len: usize) -> Result<Vec<u8>> {
-        if len > MAX_RANDOM {
-            return Err(Error::invalid_input(format!(
-                "at most {MAX_RANDOM} random bytes per call"
-            )));
-        }
+        self.caps.check_random(len)?;
         let bytes = self.worker.run(move |device| device.random(len)).await?;
         Ok(bytes.to_vec())
     }
@@ -633,7 +610,7 @@ macro_rules! op {
     ($self:ident, $op:expr, $key:expr, $body:expr) => {{
         let op = $op;
         let key: Option<&KeyName> = $key;
-        let result = match $self.check_open() {
+        let result = match $self.closed.check(BACKEND, op) {
             Ok(()) => $body.await,
             Err(e) => Err(e),
         };
@@ -698,7 +675,7 @@ impl Backend for TpmBackend {
     }
 
     async fn close(&self) -> Result<()> {
-        if !self.closed.swap(true, Ordering::AcqRel) {
+        if self.closed.close() {
             self.worker.stop().await;
         }
         Ok(())
