@@ -60,6 +60,8 @@ pub(crate) struct Rule {
     pub(crate) forbidden: Vec<&'static str>,
     /// Exceptions to `forbidden`, same syntax.
     pub(crate) allowed: Vec<&'static str>,
+    /// Only the package's direct dependencies count (what it names in its own manifest).
+    pub(crate) direct_only: bool,
     pub(crate) why: &'static str,
 }
 
@@ -77,6 +79,9 @@ impl Rule {
         ];
         if self.features == Features::All {
             args.push("--all-features");
+        }
+        if self.direct_only {
+            args.extend(["--depth", "1"]);
         }
         args
     }
@@ -96,6 +101,7 @@ pub(crate) fn rules(members: &[String]) -> Vec<Rule> {
             features: Features::All,
             forbidden,
             allowed: NOT_SDKS.to_vec(),
+            direct_only: false,
             why: "keychain-core depends on no backend, no SDK, no async runtime, no HTTP client",
         });
     }
@@ -111,6 +117,7 @@ pub(crate) fn rules(members: &[String]) -> Vec<Rule> {
             features: Features::All,
             forbidden,
             allowed: Vec::new(),
+            direct_only: false,
             why: "a backend never depends on another backend (except sc-hsm on pkcs11)",
         });
     }
@@ -127,8 +134,21 @@ pub(crate) fn rules(members: &[String]) -> Vec<Rule> {
             features: Features::Default,
             forbidden,
             allowed: NOT_SDKS.to_vec(),
+            direct_only: false,
             why: "`keychain` with default features is the software backend only: \
                   no cloud SDK, no PKCS#11, no TPM library",
+        });
+    }
+
+    if present("keychain-cli") {
+        rules.push(Rule {
+            package: "keychain-cli",
+            features: Features::All,
+            forbidden: BACKENDS.to_vec(),
+            allowed: Vec::new(),
+            direct_only: true,
+            why: "the CLI is a client of the umbrella: it reaches backend crates only through \
+                  `keychain`'s features",
         });
     }
     rules
@@ -263,6 +283,18 @@ mod tests {
         let aws = rule("keychain-aws")
             .map(|r| violations(&r, "keychain-aws v0.1.0\nkeychain-pkcs8 v0.1.0\n"));
         assert_eq!(aws.map(|v| v.len()), Some(1));
+    }
+
+    #[test]
+    fn the_cli_reaches_backends_only_through_the_umbrella() {
+        let r = rules(&names(&["keychain-cli"]));
+        assert!(r[0].tree_args().ends_with(&["--depth", "1"]));
+        let ok = "keychain-cli v0.1.0\nkeychain v0.1.0\nkeychain-crypto v0.1.0\nclap v4.5.0\n";
+        assert!(violations(&r[0], ok).is_empty());
+        let around = "keychain-cli v0.1.0\nkeychain v0.1.0\nkeychain-sc-hsm v0.1.0\n";
+        let v = violations(&r[0], around);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("keychain-sc-hsm"));
     }
 
     #[test]

@@ -348,7 +348,7 @@ where
 pub(crate) struct KdfArgs {
     /// Rounds of the share files' key derivation. The card's tool reads and writes only the
     /// default; other counts are for tests.
-    #[arg(long, value_name = "N", default_value_t = keychain_sc_hsm::dkek::DEFAULT_KDF_ROUNDS)]
+    #[arg(long, value_name = "N", default_value_t = keychain::dkek::DEFAULT_KDF_ROUNDS)]
     pub(crate) kdf_rounds: u32,
 }
 

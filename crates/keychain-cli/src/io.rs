@@ -7,14 +7,11 @@
 use std::io::{IsTerminal as _, Read, Write as _};
 use std::path::{Path, PathBuf};
 
-use keychain::{Error, ErrorKind, HashAlg, Result};
+use keychain::{Error, ErrorKind, Result};
 
 /// The most `encrypt` takes, and the longest message an Ed25519 signature covers: both need the
 /// whole input in memory at once (pure EdDSA hashes the message twice).
 pub(crate) const MAX_WHOLE_INPUT: u64 = 64 * 1024 * 1024;
-
-/// How much of a streamed input is in memory at once.
-const CHUNK: usize = 64 * 1024;
 
 /// Prefix of the temporary files outputs are written to before their rename.
 const TEMP_PREFIX: &str = ".keychain-";
@@ -40,10 +37,10 @@ fn open_file(path: &Path) -> Result<std::fs::File> {
 }
 
 /// An input file or stdin, opened for reading.
-fn open_input(path: Option<&Path>) -> Result<Box<dyn Read>> {
+pub(crate) fn open_input(path: Option<&Path>) -> Result<Box<dyn Read + Send>> {
     match path {
         Some(p) if !is_stdio(Some(p)) => Ok(Box::new(open_file(p)?)),
-        _ => Ok(Box::new(std::io::stdin().lock())),
+        _ => Ok(Box::new(std::io::stdin())),
     }
 }
 
@@ -85,34 +82,6 @@ pub(crate) fn read_input_limited(path: Option<&Path>, limit: u64) -> Result<Opti
         .read_to_end(&mut data)
         .map_err(|e| read_error(e, path))?;
     Ok((data.len() as u64 <= limit).then_some(data))
-}
-
-/// The `hash` digest of a file or stdin, read in chunks: memory stays the same for any length.
-///
-/// # Errors
-/// As [`read_input`]; `Unsupported` for a hash this build cannot stream.
-pub(crate) fn hash_input(path: Option<&Path>, hash: HashAlg) -> Result<Vec<u8>> {
-    let mut reader = open_input(path)?;
-    let digest = match hash {
-        HashAlg::Sha256 => stream::<sha2::Sha256>(&mut reader),
-        HashAlg::Sha384 => stream::<sha2::Sha384>(&mut reader),
-        HashAlg::Sha512 => stream::<sha2::Sha512>(&mut reader),
-        other => return Err(Error::unsupported(format!("hashing with {other}"))),
-    };
-    digest.map_err(|e| read_error(e, path))
-}
-
-fn stream<D: sha2::Digest>(reader: &mut dyn Read) -> std::io::Result<Vec<u8>> {
-    let mut hasher = D::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => return Ok(hasher.finalize().to_vec()),
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Reads a file that must be named (no stdin).

@@ -702,7 +702,7 @@ fn create_share(store: &Store, file: &str, password: &str) -> Value {
 
 /// The DKEK two share files make, opened with the library (not the CLI).
 fn library_kcv(store: &Store, files: &[(&str, &str)]) -> String {
-    use keychain_sc_hsm::dkek::{Dkek, Kdf, ShareFile};
+    use keychain::dkek::{Dkek, Kdf, ShareFile};
     let kdf = Kdf::with_rounds(1000).unwrap();
     let shares: Vec<_> = files
         .iter()
@@ -799,7 +799,7 @@ fn dkek_shares_and_their_kcv() {
 
 #[test]
 fn dkek_share_with_password_shares() {
-    use keychain_sc_hsm::dkek::{Kdf, ShareFile, ShareIdRadix, parse_sheets, reconstruct_password};
+    use keychain::dkek::{Kdf, ShareFile, ShareIdRadix, parse_sheets, reconstruct_password};
     let store = Store::new();
     let out = store.ok(&[
         "--output",
@@ -856,7 +856,7 @@ fn key_backup_and_restore_as_card_blobs() {
     );
     ok(out, &["key", "backup"]);
     assert_eq!(
-        keychain_sc_hsm::dkek::inspect(&std::fs::read(&blob).unwrap())
+        keychain::dkek::inspect(&std::fs::read(&blob).unwrap())
             .unwrap()
             .kcv
             .to_string(),
@@ -1056,7 +1056,7 @@ fn dkek_share_passwords_from_files_and_sheets_in_order() {
         &["kcv"],
     ));
     let expected = {
-        use keychain_sc_hsm::dkek::{
+        use keychain::dkek::{
             Dkek, Kdf, ShareFile, ShareIdRadix, parse_sheets, reconstruct_password,
         };
         let kdf = Kdf::with_rounds(1000).unwrap();

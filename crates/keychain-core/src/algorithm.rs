@@ -251,6 +251,39 @@ impl HashAlg {
             Self::Sha512 => sha2::Sha512::digest(data).to_vec(),
         }
     }
+
+    /// The digest of everything `reader` yields, read in 64 KiB chunks: memory stays the same
+    /// for any length. Reads on the calling thread.
+    ///
+    /// ```
+    /// use keychain_core::HashAlg;
+    /// let mut input: &[u8] = b"abc";
+    /// assert_eq!(HashAlg::Sha256.digest_reader(&mut input).unwrap(), HashAlg::Sha256.digest(b"abc"));
+    /// ```
+    ///
+    /// # Errors
+    /// The reader's errors (an interrupted read is retried).
+    pub fn digest_reader(self, reader: &mut dyn std::io::Read) -> std::io::Result<Vec<u8>> {
+        match self {
+            Self::Sha256 => stream::<sha2::Sha256>(reader),
+            Self::Sha384 => stream::<sha2::Sha384>(reader),
+            Self::Sha512 => stream::<sha2::Sha512>(reader),
+        }
+    }
+}
+
+fn stream<D: sha2::Digest>(reader: &mut dyn std::io::Read) -> std::io::Result<Vec<u8>> {
+    const CHUNK: usize = 64 * 1024;
+    let mut hasher = D::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(hasher.finalize().to_vec()),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl fmt::Display for HashAlg {
@@ -275,6 +308,48 @@ pub enum SignatureScheme {
 }
 
 impl SignatureScheme {
+    /// The scheme to sign or verify with for a key of `algorithm`: `asked` when given, else the
+    /// algorithm's [default](KeyAlgorithm::default_scheme) with `hash` in place of its hash.
+    ///
+    /// ```
+    /// use keychain_core::{HashAlg, KeyAlgorithm, SignatureScheme};
+    /// let s = SignatureScheme::select(KeyAlgorithm::EcP384, None, Some(HashAlg::Sha512)).unwrap();
+    /// assert_eq!(s, SignatureScheme::Ecdsa(HashAlg::Sha512));
+    /// assert!(SignatureScheme::select(KeyAlgorithm::Ed25519, Some(s), None).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidInput`] when the scheme does not fit the key, or the key is
+    /// symmetric.
+    pub fn select(
+        algorithm: KeyAlgorithm,
+        asked: Option<Self>,
+        hash: Option<HashAlg>,
+    ) -> Result<Self> {
+        let scheme = match asked {
+            Some(s) => s,
+            None => algorithm
+                .default_scheme()
+                .ok_or_else(|| {
+                    Error::invalid_input(format!("{algorithm} keys do not make signatures"))
+                })?
+                .with_hash(hash),
+        };
+        scheme.check_fits(algorithm)?;
+        Ok(scheme)
+    }
+
+    /// This scheme with `hash` in place of its own, when it has one and `hash` is given.
+    #[must_use]
+    pub const fn with_hash(self, hash: Option<HashAlg>) -> Self {
+        match (self, hash) {
+            (Self::RsaPkcs1v15(_), Some(h)) => Self::RsaPkcs1v15(h),
+            (Self::RsaPss(_), Some(h)) => Self::RsaPss(h),
+            (Self::Ecdsa(_), Some(h)) => Self::Ecdsa(h),
+            (s, _) => s,
+        }
+    }
+
     /// The hash this scheme uses on the message, `None` for Ed25519.
     pub const fn hash(self) -> Option<HashAlg> {
         match self {

@@ -11,6 +11,7 @@ use crate::key::{
 };
 use crate::name::{KeyName, KeyRef};
 use crate::secret::SecretBytes;
+use crate::sign::{SignOptions, SignPayload, Verified};
 use crate::signature::{SignInput, Signature};
 
 fn unsupported(op: Operation) -> Error {
@@ -267,6 +268,153 @@ pub trait BackendExt: Backend {
         };
         self.sign(key, input, scheme).await
     }
+
+    /// Signs what `reader` yields with the scheme `options` selects for the key: hash-based
+    /// schemes stream it through their hash (memory stays the same for any length); Ed25519
+    /// reads it whole, up to [`SignOptions::max_message`]. Reads on the calling task, so give
+    /// it a file or an in-memory reader, not a socket.
+    ///
+    /// ```
+    /// # async fn demo(backend: &dyn keychain_core::Backend, key: &keychain_core::KeyRef)
+    /// # -> keychain_core::Result<()> {
+    /// use keychain_core::{BackendExt, SignOptions};
+    /// let mut file = std::fs::File::open("release.tar")?;
+    /// let signature = backend.sign_reader(key, &mut file, &SignOptions::new()).await?;
+    /// # let _ = signature; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Backend::sign`]; [`ErrorKind::InvalidInput`] for a symmetric key, a scheme that
+    /// does not fit the key, or an Ed25519 message over the limit; the reader's errors.
+    async fn sign_reader(
+        &self,
+        key: &KeyRef,
+        reader: &mut (dyn std::io::Read + Send),
+        options: &SignOptions,
+    ) -> Result<Signature> {
+        let info = self.key_info(key).await?;
+        let scheme = options
+            .scheme_for(info.algorithm)
+            .map_err(|e| e.with_key(key.name()).with_operation(Operation::Sign))?;
+        let payload = SignPayload::read(scheme, reader, options.max_message)
+            .map_err(|e| e.with_operation(Operation::Sign))?;
+        self.sign(key, payload.as_input(), scheme).await
+    }
+
+    /// Signs a digest the caller made (with [`SignOptions::hash`], else the selected scheme's
+    /// hash).
+    ///
+    /// # Errors
+    /// As [`BackendExt::sign_reader`]; [`ErrorKind::InvalidInput`] for a digest of the wrong
+    /// length or an Ed25519 key (it signs messages).
+    async fn sign_digest(
+        &self,
+        key: &KeyRef,
+        digest: &[u8],
+        options: &SignOptions,
+    ) -> Result<Signature> {
+        let info = self.key_info(key).await?;
+        let scheme = options
+            .scheme_for(info.algorithm)
+            .and_then(|s| Ok((s, SignPayload::digest(s, options.hash, digest.to_vec())?)))
+            .map_err(|e| e.with_key(key.name()).with_operation(Operation::Sign));
+        let (scheme, payload) = scheme?;
+        self.sign(key, payload.as_input(), scheme).await
+    }
+
+    /// Verifies a signature given as bytes (without the version that made it) over what
+    /// `reader` yields: against the version `key` names, else every version, newest first.
+    /// Returns the version that verifies. The scheme is selected as for
+    /// [`BackendExt::sign_reader`], so the same `options` verify what they signed.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidSignature`] when no version verifies it; [`ErrorKind::InvalidInput`]
+    /// for a symmetric key or a scheme that does not fit; the reader's errors.
+    async fn verify_reader(
+        &self,
+        key: &KeyRef,
+        reader: &mut (dyn std::io::Read + Send),
+        signature: &[u8],
+        options: &SignOptions,
+    ) -> Result<Verified> {
+        let info = self.key_info(key).await?;
+        let scheme = options
+            .scheme_for(info.algorithm)
+            .map_err(|e| e.with_key(key.name()).with_operation(Operation::Verify))?;
+        let payload = SignPayload::read(scheme, reader, options.max_message)
+            .map_err(|e| e.with_operation(Operation::Verify))?;
+        verify_versions(&info, key, &payload, scheme, signature)
+    }
+
+    /// As [`BackendExt::verify_reader`], over a digest the caller made.
+    ///
+    /// # Errors
+    /// As [`BackendExt::verify_reader`]; [`ErrorKind::InvalidInput`] for a digest of the wrong
+    /// length or an Ed25519 key.
+    async fn verify_digest(
+        &self,
+        key: &KeyRef,
+        digest: &[u8],
+        signature: &[u8],
+        options: &SignOptions,
+    ) -> Result<Verified> {
+        let info = self.key_info(key).await?;
+        let prepared = options
+            .scheme_for(info.algorithm)
+            .and_then(|s| Ok((s, SignPayload::digest(s, options.hash, digest.to_vec())?)))
+            .map_err(|e| e.with_key(key.name()).with_operation(Operation::Verify));
+        let (scheme, payload) = prepared?;
+        verify_versions(&info, key, &payload, scheme, signature)
+    }
+}
+
+/// Tries the version `key` names, else every version newest first.
+fn verify_versions(
+    info: &KeyInfo,
+    key: &KeyRef,
+    payload: &SignPayload,
+    scheme: crate::SignatureScheme,
+    signature: &[u8],
+) -> Result<Verified> {
+    let context = |e: Error| e.with_key(key.name()).with_operation(Operation::Verify);
+    let mut tried = Vec::new();
+    for v in info.versions.iter().rev() {
+        if key.version().is_some_and(|want| want != v.version) {
+            continue;
+        }
+        let Some(public) = &v.public_key else {
+            continue;
+        };
+        match crate::signature::verify(public, payload.as_input(), scheme, signature) {
+            Ok(()) => {
+                return Ok(Verified {
+                    version: v.version,
+                    scheme,
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::InvalidSignature => tried.push(v.version),
+            Err(e) => return Err(context(e)),
+        }
+    }
+    let name = key.name();
+    let message = match tried.as_slice() {
+        [] => {
+            return Err(context(Error::invalid_input(format!(
+                "{name} ({}) has no public key to verify with",
+                info.algorithm
+            ))));
+        }
+        [_] => format!("the {scheme} signature does not verify with {name}"),
+        _ => format!(
+            "the {scheme} signature does not verify with {name} (versions {})",
+            tried
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(context(Error::new(ErrorKind::InvalidSignature, message)))
 }
 
 impl<B: Backend + ?Sized> BackendExt for B {}

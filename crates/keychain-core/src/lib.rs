@@ -11,6 +11,7 @@ mod name;
 mod public_key;
 pub mod registration;
 mod secret;
+mod sign;
 mod signature;
 pub mod support;
 mod uri;
@@ -31,6 +32,7 @@ pub use crate::name::{KeyName, KeyRef, KeyVersion};
 pub use crate::public_key::{PublicKey, identify_key_algorithm};
 pub use crate::registration::BackendConfig;
 pub use crate::secret::{PromptHook, SecretBytes, SecretSource, SecretString, set_prompt_hook};
+pub use crate::sign::{DEFAULT_MAX_MESSAGE, SignOptions, SignPayload, Verified};
 pub use crate::signature::{
     SignInput, Signature, ecdsa_der_to_fixed, ecdsa_fixed_to_der, ecdsa_scalar_len, verify,
 };

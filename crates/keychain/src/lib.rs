@@ -29,6 +29,9 @@ pub use keychain_pkcs11 as pkcs11;
 /// The SmartCard-HSM backend and DKEK formats (re-exported `keychain-sc-hsm`).
 #[cfg(feature = "sc-hsm")]
 pub use keychain_sc_hsm as sc_hsm;
+/// The SmartCard-HSM's device-free DKEK formats (re-exported `keychain_sc_hsm::dkek`).
+#[cfg(feature = "dkek")]
+pub use keychain_sc_hsm::dkek;
 /// The TPM 2.0 backend (re-exported `keychain-tpm2`).
 #[cfg(feature = "tpm2")]
 pub use keychain_tpm2 as tpm2;

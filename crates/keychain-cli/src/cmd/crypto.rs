@@ -2,101 +2,59 @@
 
 use base64ct::{Base64, Encoding as _};
 use keychain::{
-    Error, ErrorKind, HashAlg, KeyAlgorithm, KeyVersion, Keychain, Operation, PublicKey, Result,
-    SignInput, SignatureScheme,
+    BackendExt as _, Error, ErrorKind, Keychain, Operation, PublicKey, Result, SignOptions,
+    SignPayload,
 };
 use serde_json::json;
 
 use super::target_of;
 use crate::cli::{CipherArgs, SignArgs, VerifyArgs};
 use crate::io::{
-    MAX_WHOLE_INPUT, Secrecy, check_binary_destination, hash_input, mib, read_file, read_input,
+    MAX_WHOLE_INPUT, Secrecy, check_binary_destination, mib, open_input, read_file, read_input,
     read_input_limited, write_output,
 };
 use crate::output::Out;
 
-/// The scheme to use: the one asked for, else the key's default (with `--hash`'s hash where the
-/// scheme family takes one).
-fn choose_scheme(
-    asked: Option<SignatureScheme>,
-    algorithm: KeyAlgorithm,
-    hash: Option<HashAlg>,
-) -> Result<SignatureScheme> {
-    let scheme = match asked {
-        Some(s) => s,
-        None => {
-            let default = algorithm.default_scheme().ok_or_else(|| {
-                Error::invalid_input(format!("{algorithm} keys do not make signatures"))
-            })?;
-            match (default, hash) {
-                (SignatureScheme::Ecdsa(_), Some(h)) => SignatureScheme::Ecdsa(h),
-                (SignatureScheme::RsaPkcs1v15(_), Some(h)) => SignatureScheme::RsaPkcs1v15(h),
-                (SignatureScheme::RsaPss(_), Some(h)) => SignatureScheme::RsaPss(h),
-                (s, _) => s,
-            }
-        }
-    };
-    scheme.check_fits(algorithm)?;
-    Ok(scheme)
+/// The signing options of `sign`/`verify`: the scheme and hash asked for, and how much of a
+/// message Ed25519 reads whole.
+fn options(
+    scheme: Option<keychain::SignatureScheme>,
+    hash: Option<keychain::HashAlg>,
+) -> SignOptions {
+    SignOptions::new()
+        .with_scheme(scheme)
+        .with_hash(hash)
+        .with_max_message(MAX_WHOLE_INPUT)
 }
 
-/// The digest of `--digest-hex`, checked against the hash (`--hash`, else the scheme's).
-fn digest_input(
-    hex_digest: &str,
-    hash: Option<HashAlg>,
-    scheme: SignatureScheme,
-) -> Result<(HashAlg, Vec<u8>)> {
-    let hash = hash.or(scheme.hash()).ok_or_else(|| {
-        Error::invalid_input(format!(
-            "{scheme} signs whole messages; use --in instead of --digest-hex"
-        ))
-    })?;
-    let digest = hex::decode(hex_digest.trim())
-        .map_err(|e| Error::invalid_input(format!("--digest-hex is not hex: {e}")))?;
-    Ok((hash, digest))
+/// The bytes of `--digest-hex`.
+fn parse_digest(hex_digest: &str) -> Result<Vec<u8>> {
+    hex::decode(hex_digest.trim())
+        .map_err(|e| Error::invalid_input(format!("--digest-hex is not hex: {e}")))
 }
 
-/// The whole message, for Ed25519 (the one scheme without a separate hash step), which cannot
-/// stream.
-fn read_message(path: Option<&std::path::Path>) -> Result<Vec<u8>> {
-    read_input_limited(path, MAX_WHOLE_INPUT)?.ok_or_else(|| {
-        Error::invalid_input(format!(
-            "the message is larger than {}, the most an Ed25519 signature covers here: \
-             Ed25519 needs the whole message in memory; ECDSA and RSA keys take any size",
-            mib(MAX_WHOLE_INPUT)
-        ))
-    })
-}
-
-/// `sign`.
+/// `sign`: the library picks the scheme and streams the input through its hash.
 pub(super) async fn sign(out: Out, keychain: &Keychain, args: &SignArgs) -> Result<()> {
     if !out.json() {
         check_binary_destination(args.out.as_deref())?;
     }
     let resolved = keychain.resolve(&args.key)?;
-    let info = resolved.backend.key_info(&resolved.key).await?;
-    let scheme = choose_scheme(args.scheme, info.algorithm, args.hash)?;
-    let message;
-    let digest;
-    let input = match &args.digest_hex {
+    let options = options(args.scheme, args.hash);
+    let backend = &resolved.backend;
+    let signature = match &args.digest_hex {
         Some(hex_digest) => {
-            let (hash, d) = digest_input(hex_digest, args.hash, scheme)?;
-            digest = d;
-            SignInput::digest(hash, &digest)
+            let digest = parse_digest(hex_digest)?;
+            backend
+                .sign_digest(&resolved.key, &digest, &options)
+                .await?
         }
-        None => match scheme.hash() {
-            // Every backend signs digests; hashing here keeps memory constant for any input.
-            Some(h) => {
-                digest = hash_input(args.input.as_deref(), h)?;
-                SignInput::digest(h, &digest)
-            }
-            None => {
-                message = read_message(args.input.as_deref())?;
-                SignInput::message(&message)
-            }
-        },
+        None => {
+            let mut input = open_input(args.input.as_deref())?;
+            backend
+                .sign_reader(&resolved.key, &mut input, &options)
+                .await?
+        }
     };
-    let signature = resolved.backend.sign(&resolved.key, input, scheme).await?;
     let mut doc = json!({
         "key": format!("{}:{}", resolved.backend_name, resolved.key.name()),
         "version": signature.key_version(),
@@ -130,94 +88,71 @@ pub(super) async fn sign(out: Out, keychain: &Keychain, args: &SignArgs) -> Resu
     }
 }
 
-/// `verify`, with a stored key (`keychain` is `Some`) or a public key file.
+/// `verify`, with a stored key (`keychain` is `Some`; every version is tried, newest first) or
+/// a public key file.
 pub(super) async fn verify(out: Out, keychain: Option<&Keychain>, args: &VerifyArgs) -> Result<()> {
     let signature = read_file(&args.signature)?;
-    // (label, version, public key), newest version first.
-    let mut candidates: Vec<(String, Option<KeyVersion>, PublicKey)> = Vec::new();
-    match (keychain, &args.key, &args.public_key) {
+    let options = options(args.scheme, args.hash);
+    let (label, version, scheme) = match (keychain, &args.key, &args.public_key) {
         (Some(keychain), Some(target), _) => {
             let resolved = keychain.resolve(target)?;
-            let info = resolved.backend.key_info(&resolved.key).await?;
-            let label = format!("{}:{}", resolved.backend_name, info.name);
-            for v in info.versions.iter().rev() {
-                if resolved.key.version().is_some_and(|want| want != v.version) {
-                    continue;
+            let backend = &resolved.backend;
+            let verified = match &args.digest_hex {
+                Some(hex_digest) => {
+                    let digest = parse_digest(hex_digest)?;
+                    backend
+                        .verify_digest(&resolved.key, &digest, &signature, &options)
+                        .await?
                 }
-                if let Some(pk) = &v.public_key {
-                    candidates.push((label.clone(), Some(v.version), pk.clone()));
+                None => {
+                    let mut input = open_input(args.input.as_deref())?;
+                    backend
+                        .verify_reader(&resolved.key, &mut input, &signature, &options)
+                        .await?
                 }
-            }
-            if candidates.is_empty() {
-                return Err(Error::invalid_input(format!(
-                    "{label} ({}) is a symmetric key: it has no public key to verify with",
-                    info.algorithm
-                )));
-            }
+            };
+            let label = format!("{}:{}", resolved.backend_name, resolved.key.name());
+            (label, Some(verified.version), verified.scheme)
         }
         (_, _, Some(path)) => {
             let public = parse_public_key(&read_file(path)?)
                 .map_err(|e| e.with_context(format_args!("{}", path.display())))?;
-            candidates.push((path.display().to_string(), None, public));
+            let scheme = options.scheme_for(public.algorithm())?;
+            let payload = match &args.digest_hex {
+                Some(hex_digest) => {
+                    SignPayload::digest(scheme, args.hash, parse_digest(hex_digest)?)?
+                }
+                None => {
+                    let mut input = open_input(args.input.as_deref())?;
+                    SignPayload::read(scheme, &mut input, options.max_message)?
+                }
+            };
+            let label = path.display().to_string();
+            keychain::verify(&public, payload.as_input(), scheme, &signature).map_err(|e| {
+                let e = if e.kind() == ErrorKind::InvalidSignature {
+                    Error::new(
+                        ErrorKind::InvalidSignature,
+                        format!("the {scheme} signature does not verify with {label}"),
+                    )
+                } else {
+                    e
+                };
+                e.with_operation(Operation::Verify)
+            })?;
+            (label, None, scheme)
         }
         _ => return Err(Error::invalid_input("give --key KEY or --public-key FILE")),
-    }
-    let algorithm = candidates[0].2.algorithm();
-    let scheme = choose_scheme(args.scheme, algorithm, args.hash)?;
-    let message;
-    let digest;
-    let input = match &args.digest_hex {
-        Some(hex_digest) => {
-            let (hash, d) = digest_input(hex_digest, args.hash, scheme)?;
-            digest = d;
-            SignInput::digest(hash, &digest)
-        }
-        None => match scheme.hash() {
-            Some(h) => {
-                digest = hash_input(args.input.as_deref(), h)?;
-                SignInput::digest(h, &digest)
-            }
-            None => {
-                message = read_message(args.input.as_deref())?;
-                SignInput::message(&message)
-            }
-        },
     };
-    for (label, version, public) in &candidates {
-        match keychain::verify(public, input, scheme, &signature) {
-            Ok(()) => {
-                let doc = json!({
-                    "valid": true,
-                    "key": label,
-                    "version": version,
-                    "scheme": scheme.name(),
-                });
-                return out.report(&doc, || match version {
-                    Some(v) => format!("signature OK: {label} version {v} ({scheme})"),
-                    None => format!("signature OK: {label} ({scheme})"),
-                });
-            }
-            Err(e) if e.kind() == ErrorKind::InvalidSignature => {}
-            Err(e) => return Err(e.with_operation(Operation::Verify)),
-        }
-    }
-    let tried = candidates
-        .iter()
-        .filter_map(|(_, v, _)| v.map(|v| v.to_string()))
-        .collect::<Vec<_>>();
-    let label = &candidates[0].0;
-    Err(Error::new(
-        ErrorKind::InvalidSignature,
-        if tried.len() > 1 {
-            format!(
-                "the {scheme} signature does not verify with {label} (versions {})",
-                tried.join(", ")
-            )
-        } else {
-            format!("the {scheme} signature does not verify with {label}")
-        },
-    )
-    .with_operation(Operation::Verify))
+    let doc = json!({
+        "valid": true,
+        "key": label,
+        "version": version,
+        "scheme": scheme.name(),
+    });
+    out.report(&doc, || match version {
+        Some(v) => format!("signature OK: {label} version {v} ({scheme})"),
+        None => format!("signature OK: {label} ({scheme})"),
+    })
 }
 
 /// A public key from PEM, JWK or DER (SubjectPublicKeyInfo).

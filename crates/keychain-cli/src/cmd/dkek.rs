@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use keychain::dkek::{
+    self, CustodyShare, Dkek, DkekShare, Kdf, ShareFile, ShareIdRadix, WrapOptions,
+};
 use keychain::{
     Error, ErrorKind, ImportSpec, KeyMaterial, Keychain, Result, SecretSource, SecretString,
     WrappingSpec,
-};
-use keychain_sc_hsm::dkek::{
-    self, CustodyShare, Dkek, DkekShare, Kdf, ShareFile, ShareIdRadix, WrapOptions,
 };
 use serde_json::json;
 use zeroize::Zeroizing;
