@@ -8,114 +8,14 @@
 )]
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keychain");
-const PASSWORD: &str = "correct horse battery staple";
+mod common;
 
-// The exit codes `keychain --help` documents.
-const USAGE: i32 = 2;
-const NOT_FOUND: i32 = 3;
-const INVALID_INPUT: i32 = 5;
-const INVALID_SIGNATURE: i32 = 6;
-const UNAUTHENTICATED: i32 = 7;
-const UNSUPPORTED: i32 = 10;
-const UNAVAILABLE: i32 = 11;
-const INTEGRITY: i32 = 12;
-
-/// A temporary directory with a configuration file for a software backend in `keys/`.
-struct Store {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Store {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("keychain.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[backends.local]
-type = "pkcs8"
-dir = "{}"
-password = {{ env = "KEYCHAIN_PASSWORD" }}
-kdf = {{ pbkdf2 = {{ iterations = 1000 }} }}   # cheap: tests only
-"#,
-                dir.path().join("keys").display()
-            ),
-        )
-        .unwrap();
-        Self { dir, config }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `keychain --config <this store's config> ARGS` with the password set.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = self.cmd_with(&self.config);
-        cmd.args(args);
-        cmd
-    }
-
-    /// `keychain --config CONFIG` with the password set, in the store's directory.
-    fn cmd_with(&self, config: &Path) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(config)
-            .env("KEYCHAIN_PASSWORD", PASSWORD)
-            .env_remove("KEYCHAIN_CONFIG")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        ok(self.run(args), args)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-}
-
-fn ok(output: Output, what: &[&str]) -> Output {
-    assert!(
-        output.status.success(),
-        "keychain {what:?} failed ({:?}):\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().expect("exited, not killed")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
+use common::*;
 
 fn openssl(args: &[&str]) -> Output {
     Command::new("openssl")

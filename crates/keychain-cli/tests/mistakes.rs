@@ -9,87 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keychain");
-const PASSWORD: &str = "correct horse battery staple";
-const INVALID_INPUT: i32 = 5;
-const UNAUTHENTICATED: i32 = 7;
-const INTEGRITY: i32 = 12;
-const CAPACITY_EXCEEDED: i32 = 13;
+mod common;
 
-struct Store {
-    dir: tempfile::TempDir,
-}
-
-impl Store {
-    fn new() -> Self {
-        let store = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        store.configure("kdf = { pbkdf2 = { iterations = 1000 } }");
-        store
-    }
-
-    /// Rewrites the configuration with `kdf_line` as its KDF setting.
-    fn configure(&self, kdf_line: &str) {
-        std::fs::write(
-            self.config(),
-            format!(
-                "[backends.local]\ntype = \"pkcs8\"\ndir = \"{}\"\n\
-                 password = {{ env = \"KEYCHAIN_PASSWORD\" }}\n{kdf_line}\n",
-                self.keys().display()
-            ),
-        )
-        .unwrap();
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("keychain.toml")
-    }
-
-    fn keys(&self) -> PathBuf {
-        self.dir.path().join("keys")
-    }
-
-    fn run_with(&self, password: &str, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(self.config())
-            .args(args)
-            .env("KEYCHAIN_PASSWORD", password)
-            .env_remove("KEYCHAIN_CONFIG")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_with(PASSWORD, args)
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let output = self.run(args);
-        assert!(output.status.success(), "{args:?}: {}", describe(&output));
-        output
-    }
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{:?}: {}{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().expect("exited, not killed")
-}
+use common::*;
 
 /// Every file in the store with its content (lock files aside).
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

@@ -11,124 +11,53 @@
 )]
 
 use std::hash::{BuildHasher as _, RandomState};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keychain");
-const PASSWORD: &str = "correct horse battery staple";
-const NOT_FOUND: i32 = 3;
+mod common;
 
-/// A temporary directory with a configuration for a software backend in `keys/`.
-struct Store {
-    dir: tempfile::TempDir,
-    config: PathBuf,
+use common::*;
+
+/// The versions `key show` lists for `key`.
+fn versions(store: &Store, key: &str) -> Vec<u64> {
+    store.json(&["key", "show", key])["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect()
 }
 
-impl Store {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("keychain.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[backends.local]\ntype = \"pkcs8\"\ndir = \"{}\"\n\
-                 password = {{ env = \"KEYCHAIN_PASSWORD\" }}\n\
-                 kdf = {{ pbkdf2 = {{ iterations = 1000 }} }}\n",
-                dir.path().join("keys").display()
-            ),
-        )
-        .unwrap();
-        Self { dir, config }
+/// The key files in `keys/<key>/`.
+fn key_files(store: &Store, key: &str) -> usize {
+    match std::fs::read_dir(store.keys().join(key)) {
+        Ok(entries) => entries
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".pem")
+            })
+            .count(),
+        Err(_) => 0,
     }
+}
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("KEYCHAIN_PASSWORD", PASSWORD)
-            .env_remove("KEYCHAIN_CONFIG")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args).spawn().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let output = self.cmd(args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "keychain {args:?} failed ({:?}): {}",
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--output", "json"];
-        all.extend_from_slice(args);
-        serde_json::from_slice(&self.ok(&all).stdout).unwrap()
-    }
-
-    /// The versions `key show` lists for `key`.
-    fn versions(&self, key: &str) -> Vec<u64> {
-        self.json(&["key", "show", key])["versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["version"].as_u64().unwrap())
-            .collect()
-    }
-
-    /// The key files in `keys/<key>/`.
-    fn key_files(&self, key: &str) -> usize {
-        match std::fs::read_dir(self.path("keys").join(key)) {
-            Ok(entries) => entries
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .ends_with(".pem")
-                })
-                .count(),
-            Err(_) => 0,
-        }
-    }
-
-    fn listed(&self) -> Vec<String> {
-        self.json(&["key", "list"])["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["name"].as_str().unwrap().to_owned())
-            .collect()
-    }
+fn listed(store: &Store) -> Vec<String> {
+    store.json(&["key", "list"])["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn wait(child: Child) -> Output {
     child.wait_with_output().unwrap()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{:?}: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]
@@ -151,8 +80,8 @@ fn twenty_concurrent_rotations_keep_every_version() {
         (2..=21).collect::<Vec<u64>>(),
         "each process made its own version"
     );
-    assert_eq!(store.versions("rot"), (1..=21).collect::<Vec<u64>>());
-    assert_eq!(store.key_files("rot"), 21, "no orphaned key file");
+    assert_eq!(versions(&store, "rot"), (1..=21).collect::<Vec<u64>>());
+    assert_eq!(key_files(&store, "rot"), 21, "no orphaned key file");
 }
 
 #[test]
@@ -187,7 +116,7 @@ fn rotating_and_encrypting_from_ten_processes_keeps_every_ciphertext_readable() 
         let output = wait(child);
         assert!(output.status.success(), "{}", describe(&output));
     }
-    assert_eq!(store.versions("k").len(), 11);
+    assert_eq!(versions(&store, "k").len(), 11);
     for i in 0..10 {
         let sealed = store.path(&format!("sealed-{i}"));
         let opened = store.path(&format!("opened-{i}"));
@@ -228,11 +157,11 @@ fn a_rotation_racing_a_delete_ends_in_one_consistent_state() {
             describe(&rotated)
         );
         assert!(
-            store.listed().is_empty(),
+            listed(&store).is_empty(),
             "round {round}: the key is listed"
         );
         assert_eq!(
-            store.key_files("k"),
+            key_files(&store, "k"),
             0,
             "round {round}: files outlived the key"
         );
@@ -276,7 +205,7 @@ fn processes_killed_at_random_points_leave_every_listed_version_usable() {
             sealed.push(out);
         }
     }
-    for version in store.versions("sig") {
+    for version in versions(&store, "sig") {
         let target = format!("sig@{version}");
         let sig = store.path(&format!("sig-{version}"));
         store.ok(&[
@@ -298,7 +227,7 @@ fn processes_killed_at_random_points_leave_every_listed_version_usable() {
             sig.to_str().unwrap(),
         ]);
     }
-    for version in store.versions("aead") {
+    for version in versions(&store, "aead") {
         let out = store.path(&format!("check-{version}"));
         store.ok(&[
             "encrypt",
@@ -329,9 +258,9 @@ fn processes_killed_at_random_points_leave_every_listed_version_usable() {
     }
     // The store takes more work, and the next rotation tidies what the kills left.
     store.ok(&["key", "rotate", "sig"]);
-    let versions = store.versions("sig");
+    let versions = versions(&store, "sig");
     assert_eq!(
-        store.key_files("sig"),
+        key_files(&store, "sig"),
         versions.len(),
         "orphans outlived a rotation"
     );

@@ -162,7 +162,7 @@ impl SignPayload {
 /// `n` bytes, in MiB when it is a whole number of them.
 fn size(n: u64) -> String {
     const MIB: u64 = 1024 * 1024;
-    if n >= MIB && n % MIB == 0 {
+    if n >= MIB && n.is_multiple_of(MIB) {
         format!("{} MiB", n / MIB)
     } else {
         format!("{n} bytes")
