@@ -292,12 +292,8 @@ pub trait BackendExt: Backend {
         reader: &mut (dyn std::io::Read + Send),
         options: &SignOptions,
     ) -> Result<Signature> {
-        let info = self.key_info(key).await?;
-        let scheme = options
-            .scheme_for(info.algorithm)
-            .map_err(|e| e.with_key(key.name()).with_operation(Operation::Sign))?;
-        let payload = SignPayload::read(scheme, reader, options.max_message)
-            .map_err(|e| e.with_operation(Operation::Sign))?;
+        let input = Input::Reader(reader);
+        let (_, scheme, payload) = prepare(self, key, input, options, Operation::Sign).await?;
         self.sign(key, payload.as_input(), scheme).await
     }
 
@@ -313,12 +309,8 @@ pub trait BackendExt: Backend {
         digest: &[u8],
         options: &SignOptions,
     ) -> Result<Signature> {
-        let info = self.key_info(key).await?;
-        let scheme = options
-            .scheme_for(info.algorithm)
-            .and_then(|s| Ok((s, SignPayload::digest(s, options.hash, digest.to_vec())?)))
-            .map_err(|e| e.with_key(key.name()).with_operation(Operation::Sign));
-        let (scheme, payload) = scheme?;
+        let input = Input::Digest(digest);
+        let (_, scheme, payload) = prepare(self, key, input, options, Operation::Sign).await?;
         self.sign(key, payload.as_input(), scheme).await
     }
 
@@ -337,12 +329,8 @@ pub trait BackendExt: Backend {
         signature: &[u8],
         options: &SignOptions,
     ) -> Result<Verified> {
-        let info = self.key_info(key).await?;
-        let scheme = options
-            .scheme_for(info.algorithm)
-            .map_err(|e| e.with_key(key.name()).with_operation(Operation::Verify))?;
-        let payload = SignPayload::read(scheme, reader, options.max_message)
-            .map_err(|e| e.with_operation(Operation::Verify))?;
+        let input = Input::Reader(reader);
+        let (info, scheme, payload) = prepare(self, key, input, options, Operation::Verify).await?;
         verify_versions(&info, key, &payload, scheme, signature)
     }
 
@@ -358,14 +346,37 @@ pub trait BackendExt: Backend {
         signature: &[u8],
         options: &SignOptions,
     ) -> Result<Verified> {
-        let info = self.key_info(key).await?;
-        let prepared = options
-            .scheme_for(info.algorithm)
-            .and_then(|s| Ok((s, SignPayload::digest(s, options.hash, digest.to_vec())?)))
-            .map_err(|e| e.with_key(key.name()).with_operation(Operation::Verify));
-        let (scheme, payload) = prepared?;
+        let input = Input::Digest(digest);
+        let (info, scheme, payload) = prepare(self, key, input, options, Operation::Verify).await?;
         verify_versions(&info, key, &payload, scheme, signature)
     }
+}
+
+/// What the `*_reader` and `*_digest` methods of [`BackendExt`] are given.
+enum Input<'a> {
+    Reader(&'a mut (dyn std::io::Read + Send)),
+    Digest(&'a [u8]),
+}
+
+/// The key's info, the scheme `options` select for it, and the payload `input` makes for that
+/// scheme; errors name the key and `op`.
+async fn prepare<B: Backend + ?Sized>(
+    backend: &B,
+    key: &KeyRef,
+    input: Input<'_>,
+    options: &SignOptions,
+    op: Operation,
+) -> Result<(KeyInfo, crate::SignatureScheme, SignPayload)> {
+    let info = backend.key_info(key).await?;
+    let prepared = options.scheme_for(info.algorithm).and_then(|scheme| {
+        let payload = match input {
+            Input::Reader(reader) => SignPayload::read(scheme, reader, options.max_message),
+            Input::Digest(digest) => SignPayload::digest(scheme, options.hash, digest.to_vec()),
+        }?;
+        Ok((scheme, payload))
+    });
+    let (scheme, payload) = prepared.map_err(|e| e.with_key(key.name()).with_operation(op))?;
+    Ok((info, scheme, payload))
 }
 
 /// Tries the version `key` names, else every version newest first.

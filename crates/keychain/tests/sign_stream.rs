@@ -5,23 +5,16 @@
 use std::sync::Arc;
 
 use keychain::{
-    Backend, BackendExt, ErrorKind, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySpec, SignOptions,
+    Backend, BackendExt, ErrorKind, HashAlg, KeyAlgorithm, KeyName, KeyRef, SignOptions,
     SignatureScheme,
 };
 
-async fn backend() -> Arc<dyn Backend> {
-    let config =
-        keychain::pkcs8::Config::in_memory(keychain::SecretSource::value("sign stream password"));
-    Arc::new(keychain::pkcs8::Pkcs8Backend::open(config).await.unwrap())
-}
+mod common;
 
-async fn key(backend: &Arc<dyn Backend>, name: &str, algorithm: KeyAlgorithm) -> KeyRef {
-    let name = KeyName::new(name).unwrap();
-    backend
-        .generate_key(&name, &KeySpec::new(algorithm))
-        .await
-        .unwrap();
-    KeyRef::latest(name)
+use common::key;
+
+async fn backend() -> Arc<dyn Backend> {
+    common::software("sign stream password").await
 }
 
 #[tokio::test]

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use der::{Decode, Encode, EncodePem};
 use keychain::{
-    Backend, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySigner, KeySpec, SignatureScheme,
-    SignatureType,
+    Backend, HashAlg, KeyAlgorithm, KeyName, KeyRef, KeySigner, SignatureScheme, SignatureType,
 };
 use signature::{AsyncSigner, Signer, Verifier};
 use spki::{DecodePublicKey, DynSignatureAlgorithmIdentifier, EncodePublicKey};
@@ -22,19 +21,12 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::Validity;
 use x509_cert::{Certificate, spki::SubjectPublicKeyInfo};
 
-async fn backend() -> Arc<dyn Backend> {
-    let config =
-        keychain::pkcs8::Config::in_memory(keychain::SecretSource::value("x509 test password"));
-    Arc::new(keychain::pkcs8::Pkcs8Backend::open(config).await.unwrap())
-}
+mod common;
 
-async fn key(backend: &Arc<dyn Backend>, name: &str, algorithm: KeyAlgorithm) -> KeyRef {
-    let name = KeyName::new(name).unwrap();
-    backend
-        .generate_key(&name, &KeySpec::new(algorithm))
-        .await
-        .unwrap();
-    KeyRef::latest(name)
+use common::key;
+
+async fn backend() -> Arc<dyn Backend> {
+    common::software("x509 test password").await
 }
 
 fn root_profile() -> profile::cabf::Root {
