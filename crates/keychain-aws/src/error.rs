@@ -3,10 +3,20 @@
 use std::borrow::Cow;
 
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
-use keychain_core::{Error, ErrorKind, ProviderCode};
+use keychain_core::{BackendConfig, Error, ErrorKind, ProviderCode};
 
-/// The backend's name in errors and capabilities.
-pub(crate) const BACKEND: &str = "awskms";
+/// The backend's name in errors and capabilities: its configuration `type`.
+pub(crate) const BACKEND: &str = <crate::config::Config as BackendConfig>::TYPE;
+
+/// KMS answered something this backend cannot use (a field missing, say).
+pub(crate) fn unexpected(what: impl Into<Cow<'static, str>>) -> Error {
+    Error::new(ErrorKind::Unexpected, what).with_backend(BACKEND)
+}
+
+/// A ciphertext failed a check made here, before or after KMS.
+pub(crate) fn integrity(what: &'static str) -> Error {
+    Error::new(ErrorKind::Integrity, what).with_backend(BACKEND)
+}
 
 /// What an AWS error code means to a caller. `None` for codes without a mapping.
 pub(crate) fn kind_of_code(code: &str) -> Option<ErrorKind> {

@@ -1,11 +1,18 @@
 #![doc = include_str!("../README.md")]
 
+mod aead;
 mod backend;
 mod config;
+mod decrypt;
 mod error;
+mod keys;
 mod naming;
+mod random;
+mod resolve;
+mod sign;
 
-pub use crate::backend::{AwsBackend, DataKey, MAX_PLAINTEXT, MAX_RANDOM};
+pub use crate::aead::DataKey;
+pub use crate::backend::AwsBackend;
 
 /// The name [`AwsBackend`] had before crate, `type`, URI scheme and type names were aligned.
 #[deprecated(since = "0.1.0", note = "renamed `AwsBackend`")]

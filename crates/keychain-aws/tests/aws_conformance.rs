@@ -14,7 +14,7 @@ use keychain_testkit::NotConfigured;
 async fn kms() -> Arc<dyn Backend> {
     match common::env() {
         Some(env) => Arc::new(env.open().await),
-        None => Arc::new(NotConfigured::new("awskms", Protection::CloudHsm)),
+        None => Arc::new(NotConfigured::new("aws", Protection::CloudHsm)),
     }
 }
 

@@ -125,6 +125,21 @@ async fn aws_aad_is_the_documented_encryption_context() {
             .kind(),
         ErrorKind::Integrity
     );
+
+    // KMS's plaintext limit, declared as data.
+    let max = kms.capabilities().max_plaintext.unwrap();
+    assert_eq!(max, 4096);
+    let ct = kms
+        .encrypt(&KeyRef::from(&name), &vec![7; max], b"")
+        .await
+        .unwrap();
+    assert_eq!(kms.decrypt_aead(&name, &ct, b"").await.unwrap().len(), max);
+    let e = kms
+        .encrypt(&KeyRef::from(&name), &vec![7; max + 1], b"")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert_eq!(e.backend(), Some("aws"));
     kms.delete_key(&name).await.unwrap();
 }
 
@@ -168,6 +183,13 @@ async fn aws_opens_from_an_awskms_uri() {
         .unwrap();
     assert_eq!(kms.alias_prefix(), common::prefix());
     assert_eq!(kms.random(32).await.unwrap().len(), 32);
+    let max = kms.capabilities().max_random.unwrap();
+    assert_eq!(max, 1024);
+    assert_eq!(kms.random(max).await.unwrap().len(), max);
+    assert_eq!(
+        kms.random(max + 1).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     kms.close().await.unwrap();
     assert_eq!(
         kms.random(1).await.unwrap_err().kind(),

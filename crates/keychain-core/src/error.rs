@@ -211,10 +211,10 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// ```
 /// use keychain_core::{Error, ErrorKind, Operation};
 /// let err = Error::new(ErrorKind::RateLimited, "too many requests")
-///     .with_backend("awskms")
+///     .with_backend("aws")
 ///     .with_operation(Operation::Sign);
 /// assert!(err.retryable());
-/// assert_eq!(err.to_string(), "awskms: sign: rate limited: too many requests");
+/// assert_eq!(err.to_string(), "aws: sign: rate limited: too many requests");
 /// ```
 pub struct Error {
     kind: ErrorKind,

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
+use base64ct::{Base64, Encoding as _};
+use keychain_core::KeyVersion;
 use rustify::endpoint::Endpoint;
 use rustify::enums::{RequestMethod, RequestType, ResponseType};
 use rustify::errors::ClientError as RestError;
@@ -204,4 +206,40 @@ pub(crate) struct SealStatus {
     pub(crate) version: Option<String>,
     #[serde(default)]
     pub(crate) cluster_name: Option<String>,
+}
+
+/// Splits Transit's `vault:v<N>:<base64>` (a ciphertext or signature) into the version and the
+/// bytes.
+pub(crate) fn parse_transit(text: &str) -> Option<(KeyVersion, Vec<u8>)> {
+    let rest = text.strip_prefix("vault:v")?;
+    let (version, b64) = rest.split_once(':')?;
+    if version.starts_with('0') || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let version: KeyVersion = version.parse().ok()?;
+    let bytes = Base64::decode_vec(b64).ok()?;
+    Some((version, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transit_text() {
+        assert_eq!(
+            parse_transit("vault:v12:3q0="),
+            Some((12, vec![0xde, 0xad]))
+        );
+        for bad in [
+            "vault:v0:AA==",
+            "vault:v01:AA==",
+            "vault:v:AA==",
+            "vault:vx:AA==",
+            "v1:AA==",
+            "vault:v1:*",
+        ] {
+            assert_eq!(parse_transit(bad), None, "{bad}");
+        }
+    }
 }

@@ -5,12 +5,17 @@
 
 use std::borrow::Cow;
 
-use keychain_core::{Error, ErrorKind, ProviderCode};
+use keychain_core::{BackendConfig, Error, ErrorKind, ProviderCode};
 use rustify::errors::ClientError as RestError;
 use vaultrs::error::ClientError;
 
-/// The backend's name in errors and capabilities.
-pub(crate) const BACKEND: &str = "transit";
+/// The backend's name in errors and capabilities: its configuration `type`.
+pub(crate) const BACKEND: &str = <crate::config::Config as BackendConfig>::TYPE;
+
+/// Transit answered something this backend cannot use.
+pub(crate) fn unexpected(what: impl Into<Cow<'static, str>>) -> Error {
+    Error::new(ErrorKind::Unexpected, what).with_backend(BACKEND)
+}
 
 /// The kind of a Transit HTTP 400, from its message.
 fn kind_of_bad_request(message: &str) -> ErrorKind {

@@ -14,7 +14,7 @@ use keychain_testkit::NotConfigured;
 async fn transit() -> Arc<dyn Backend> {
     match common::env() {
         Some(env) => Arc::new(env.open().await),
-        None => Arc::new(NotConfigured::new("transit", Protection::Software)),
+        None => Arc::new(NotConfigured::new("vault", Protection::Software)),
     }
 }
 
