@@ -368,6 +368,8 @@ impl AwsBackend {
             .send()
             .await
             .map_err(map)?;
+        // A lookup that started after the first removal may have cached the key meanwhile.
+        self.cache.remove(name);
         Ok(())
     }
 
