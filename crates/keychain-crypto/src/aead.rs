@@ -1,5 +1,7 @@
-//! The self-describing AEAD ciphertext format shared by software backends.
+//! The self-describing AEAD ciphertext format shared by software backends, on keychain's one
+//! ciphertext frame ([`CiphertextFrame`]).
 
+use keychain_core::support::CiphertextFrame;
 use keychain_core::{Error, ErrorKind, KeyVersion, Result};
 
 /// Length of the AES-GCM nonce.
@@ -14,10 +16,18 @@ const FORMAT_V1: u8 = 1;
 /// because AES-GCM authenticates its nonce already. One GHASH block less per message than
 /// format 1 for AADs up to 10 bytes.
 const FORMAT_V2: u8 = 2;
+/// The frame: `0x4b ‖ format ‖ key version (u32 BE) ‖ payload`, the payload being the nonce,
+/// the ciphertext and the tag.
+const FRAME: CiphertextFrame = CiphertextFrame {
+    magic: Some(MAGIC),
+    formats: &[FORMAT_V1, FORMAT_V2],
+    min_payload: NONCE_LEN + TAG_LEN,
+};
+/// Length of the part of a format-2 header that is authenticated as the AAD prefix: the frame's
+/// header (magic, format, key version).
+pub const AUTHENTICATED_LEN: usize = FRAME.header_len();
 /// Length of the ciphertext header (format bytes, key version, nonce).
-pub const HEADER_LEN: usize = 2 + 4 + NONCE_LEN;
-/// Length of the part of a format-2 header that is authenticated as the AAD prefix.
-pub const AUTHENTICATED_LEN: usize = 2 + 4;
+pub const HEADER_LEN: usize = AUTHENTICATED_LEN + NONCE_LEN;
 
 /// A parsed self-describing ciphertext: `0x4b 0x02 | key version (u32 BE) | nonce (12) | ct || tag`
 /// (format 2, written) or `0x4b 0x01 | ...` (format 1, opened).
@@ -49,12 +59,13 @@ impl<'a> AeadCiphertext<'a> {
         out.extend_from_slice(&Self::header_array(key_version, nonce));
     }
 
-    /// The header for `key_version` and `nonce`, on the stack.
+    /// The header for `key_version` and `nonce`, on the stack: the frame's header (format 2)
+    /// followed by the nonce.
+    #[inline]
     pub fn header_array(key_version: KeyVersion, nonce: &[u8; NONCE_LEN]) -> [u8; HEADER_LEN] {
+        let framed = FRAME.header(FORMAT_V2, key_version);
         let mut h = [0u8; HEADER_LEN];
-        h[0] = MAGIC;
-        h[1] = FORMAT_V2;
-        h[2..AUTHENTICATED_LEN].copy_from_slice(&key_version.to_be_bytes());
+        h[..AUTHENTICATED_LEN].copy_from_slice(&framed[..AUTHENTICATED_LEN]);
         h[AUTHENTICATED_LEN..].copy_from_slice(nonce);
         h
     }
@@ -80,22 +91,18 @@ impl<'a> AeadCiphertext<'a> {
     /// Parses a ciphertext.
     ///
     /// # Errors
-    /// `Integrity` for anything that is not a whole format-1 or format-2 ciphertext.
+    /// `Integrity` for anything that is not a whole format-1 or format-2 ciphertext, or that
+    /// names key version 0.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        let corrupt = |what: &str| Error::new(ErrorKind::Integrity, format!("ciphertext {what}"));
-        if bytes.len() < HEADER_LEN + TAG_LEN {
-            return Err(corrupt("is too short"));
-        }
-        if bytes[0] != MAGIC || !matches!(bytes[1], FORMAT_V1 | FORMAT_V2) {
-            return Err(corrupt("has an unknown format"));
-        }
-        let key_version = u32::from_be_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&bytes[6..HEADER_LEN]);
+        let framed = FRAME.parse(bytes)?;
+        // The frame checked the payload holds a nonce and a tag.
+        let Some((nonce, body)) = framed.payload.split_first_chunk::<NONCE_LEN>() else {
+            return Err(Error::new(ErrorKind::Integrity, "ciphertext is too short"));
+        };
         Ok(Self {
-            key_version,
-            nonce,
-            body: &bytes[HEADER_LEN..],
+            key_version: framed.key_version,
+            nonce: *nonce,
+            body,
             header: &bytes[..HEADER_LEN],
         })
     }
@@ -144,5 +151,65 @@ mod tests {
                 ErrorKind::Integrity
             );
         }
+    }
+
+    /// A format-2 ciphertext as written, byte for byte, and a format-1 one as still read: the
+    /// layout may not change under stored ciphertexts.
+    #[test]
+    #[cfg(any(feature = "aws-lc-rs", feature = "rustcrypto"))]
+    fn fixed_ciphertexts() {
+        const V2: &str = "4b0201020304000102030405060708090a0b\
+                          6ebbe8bed94d9b65d02813e0b0a3bb42d49f79cbb24cfdab";
+        const V1: &str = "4b0101020304000102030405060708090a0b\
+                          6ebbe8bed94d9b655d7b14d9c36ce8b6a2cbb4b24bc7b555";
+        #[cfg(feature = "aws-lc-rs")]
+        let provider = crate::AwsLcProvider::new();
+        #[cfg(not(feature = "aws-lc-rs"))]
+        let provider = crate::RustCryptoProvider::new();
+        let key = crate::CryptoProvider::aead_key(
+            &provider,
+            keychain_core::KeyAlgorithm::Aes256Gcm,
+            &[0x42; 32],
+        )
+        .unwrap();
+        let nonce: [u8; NONCE_LEN] = std::array::from_fn(|i| i as u8);
+
+        // Written: format 2, the six frame bytes authenticated.
+        let header = AeadCiphertext::header_array(0x0102_0304, &nonce);
+        assert_eq!(
+            header[..],
+            [0x4b, 2, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+        );
+        assert_eq!(AeadCiphertext::header(0x0102_0304, &nonce), header);
+        let mut ct = header.to_vec();
+        key.seal_append(
+            &nonce,
+            &AeadCiphertext::full_aad(&header, b"aad"),
+            b"keychain",
+            &mut ct,
+        )
+        .unwrap();
+        assert_eq!(hex::encode(&ct), V2);
+
+        // Read: both formats, each with its own authenticated prefix.
+        for (vector, authenticated) in [(V2, AUTHENTICATED_LEN), (V1, HEADER_LEN)] {
+            let bytes = hex::decode(vector).unwrap();
+            let parsed = AeadCiphertext::parse(&bytes).unwrap();
+            assert_eq!(parsed.key_version, 0x0102_0304);
+            assert_eq!(parsed.nonce, nonce);
+            assert_eq!(parsed.body, &bytes[HEADER_LEN..]);
+            assert_eq!(parsed.header_bytes(), &bytes[..authenticated]);
+            let aad = AeadCiphertext::full_aad(parsed.header_bytes(), b"aad");
+            let opened = key.open(&parsed.nonce, &aad, parsed.body).unwrap();
+            assert_eq!(opened.expose(), b"keychain");
+        }
+
+        // Key version 0 was never written.
+        let mut zero = hex::decode(V2).unwrap();
+        zero[2..6].fill(0);
+        assert_eq!(
+            AeadCiphertext::parse(&zero).unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
     }
 }

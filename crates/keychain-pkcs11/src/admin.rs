@@ -9,10 +9,10 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use keychain_core::{Error, ErrorKind, Operation, Result, SecretString};
 
-use crate::backend::find_slot;
 use crate::config::Config;
 use crate::error::{BACKEND, map};
 use crate::module::{Lease, canonical, token_lock};
+use crate::token::find_slot;
 
 /// The token's Security Officer (SO): what PKCS#11 lets only the SO do — give the token a new
 /// user PIN (`C_InitPIN`, also the way out of a user PIN locked by wrong tries) and change the SO

@@ -1,14 +1,22 @@
 //! Certificates on the token: `CKO_CERTIFICATE` objects (`CKC_X_509`) labelled with the key's
 //! name, the leaf with the `CKA_ID` of the key's current version (so that other PKCS#11 software
 //! pairs certificate and key), chain certificates with that ID followed by their position.
+//! [`Pkcs11Backend`]'s [`CertStore`] runs these on the pool.
+
+use std::sync::Arc;
 
 use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use der::{Decode as _, Encode as _};
-use keychain_core::{Error, ErrorKind, KeyName, Result};
+use keychain_core::{
+    CertCapacity, CertStore, Error, ErrorKind, KeyName, Operation, Result, async_trait,
+};
 
-use crate::error::map;
-use crate::objects::{self, ID_LEN};
+use crate::backend::Pkcs11Backend;
+use crate::error::{in_op, map};
+use crate::naming::{self, ID_LEN};
+use crate::objects;
+use crate::pool::Call;
 
 /// A certificate object of keychain's: its handle, the key name it is stored under, its
 /// position in the chain (0 = leaf) and its `CKA_ID`.
@@ -176,7 +184,7 @@ fn leaf_id(session: &Session, name: &KeyName) -> Result<Vec<u8>> {
         return Ok(id.to_vec());
     }
     let random = session.generate_random_vec(12).map_err(map)?;
-    Ok(objects::make_id(0, &random))
+    Ok(naming::make_id(0, &random))
 }
 
 /// Destroys the chain of `name`.
@@ -193,13 +201,81 @@ pub(crate) fn delete(session: &Session, name: &KeyName) -> Result<()> {
     Ok(())
 }
 
+/// Certificates as `CKO_CERTIFICATE` objects (see the crate docs): the store
+/// `keychain-certstore`'s hybrid store puts first.
+#[async_trait]
+impl CertStore for Pkcs11Backend {
+    async fn save_chain(&self, name: &KeyName, chain: &[Vec<u8>]) -> Result<()> {
+        let op = Operation::SaveChain;
+        let (name2, chain, max) = (name.clone(), chain.to_vec(), self.inner.max_certificates);
+        self.inner
+            .pool
+            .run_exclusive(op, move |s| save(s, &name2, &chain, max))
+            .await
+            .map_err(in_op(op, Some(name)))
+    }
+
+    async fn chain(&self, name: &KeyName) -> Result<Vec<Vec<u8>>> {
+        let op = Operation::GetChain;
+        let name2 = name.clone();
+        self.inner
+            .pool
+            .run(op, Call::Read, move |s| chain(s, &name2))
+            .await
+            .map_err(in_op(op, Some(name)))
+    }
+
+    async fn delete_chain(&self, name: &KeyName) -> Result<()> {
+        let op = Operation::DeleteChain;
+        let name2 = name.clone();
+        self.inner
+            .pool
+            .run_exclusive(op, move |s| delete(s, &name2))
+            .await
+            .map_err(in_op(op, Some(name)))
+    }
+
+    async fn list_chains(&self) -> Result<Vec<KeyName>> {
+        let op = Operation::ListChains;
+        self.inner
+            .pool
+            .run(op, Call::OffThread, |s| {
+                let mut names: Vec<KeyName> = find(s, None)?.into_iter().map(|c| c.name).collect();
+                names.dedup();
+                Ok(names)
+            })
+            .await
+            .map_err(in_op(op, None))
+    }
+
+    async fn capacity(&self) -> Result<CertCapacity> {
+        let op = Operation::CertCapacity;
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .pool
+            .run(op, Call::OffThread, move |s| {
+                let stored = find(s, None)?.len();
+                let free = inner
+                    .pool
+                    .ctx()
+                    .get_token_info(inner.pool.slot())
+                    .map_err(map)?
+                    .free_public_memory()
+                    .and_then(|b| u64::try_from(b).ok());
+                Ok(CertCapacity::new(stored, inner.max_certificates, free))
+            })
+            .await
+            .map_err(in_op(op, None))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn positions_from_ids() {
-        let id = objects::make_id(2, &[7; 12]);
+        let id = naming::make_id(2, &[7; 12]);
         assert_eq!(position_of(&id), Some(0));
         let mut second = id.clone();
         second.push(1);

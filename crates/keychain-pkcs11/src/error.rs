@@ -1,11 +1,89 @@
-//! Mapping cryptoki errors to keychain's [`ErrorKind`]s, keeping the `CK_RV` and the function.
+//! Mapping cryptoki errors to keychain's [`ErrorKind`]s, keeping the `CK_RV` and the function;
+//! what a `CK_RV` means for a decryption, a cached handle or a session; the context every error
+//! of an operation carries.
 
 use cryptoki::context::Function;
-use cryptoki::error::{Error as CkError, RvError};
-use keychain_core::{Error, ErrorKind, ProviderCode};
+use cryptoki::error::{Error as CkError, Rv, RvError};
+use keychain_core::{BackendConfig, Error, ErrorKind, KeyName, Operation, ProviderCode};
 
-/// The backend's name in errors and capabilities.
-pub(crate) const BACKEND: &str = "pkcs11";
+use crate::config::Config;
+
+/// The backend's name in errors and capabilities: its configuration's `type`.
+pub(crate) const BACKEND: &str = <Config as BackendConfig>::TYPE;
+
+/// Adds what every error of an operation carries: the backend, the operation, the key.
+pub(crate) fn in_op(op: Operation, key: Option<&KeyName>) -> impl Fn(Error) -> Error + '_ {
+    move |e| {
+        let e = e.with_backend(BACKEND).with_operation(op);
+        match key {
+            Some(k) => e.with_key(k),
+            None => e,
+        }
+    }
+}
+
+/// The `RvError` behind a mapped error, recovered from its provider code.
+pub(crate) fn rv_in(e: &Error) -> Option<RvError> {
+    match e.provider_code() {
+        Some(ProviderCode::Pkcs11(code)) => {
+            match Rv::from(std::os::raw::c_ulong::try_from(*code).ok()?) {
+                Rv::Error(rv) => Some(rv),
+                Rv::Ok => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Decryption failures the token reports for a ciphertext that is wrong (tampered, wrong key):
+/// `Integrity`, as the contract says. `gcm`: SoftHSM 2.6 reports a GCM tag mismatch as
+/// `CKR_GENERAL_ERROR`; after a GCM decryption nothing else can have gone wrong that way.
+pub(crate) fn decrypt_failure(e: Error, gcm: bool) -> Error {
+    match rv_in(&e) {
+        Some(
+            RvError::EncryptedDataInvalid
+            | RvError::EncryptedDataLenRange
+            | RvError::DataInvalid
+            | RvError::DataLenRange
+            | RvError::FunctionFailed,
+        ) => integrity(e),
+        Some(RvError::GeneralError) if gcm => integrity(e),
+        _ => e,
+    }
+}
+
+fn integrity(e: Error) -> Error {
+    Error::new(
+        ErrorKind::Integrity,
+        format!("the ciphertext does not decrypt: {}", e.message()),
+    )
+    .with_code(
+        e.provider_code()
+            .cloned()
+            .unwrap_or(ProviderCode::Pkcs11(0)),
+    )
+    .with_source(e)
+}
+
+/// `CKR_KEY_NOT_WRAPPABLE` as `Unsupported` (SoftHSM 2.6, for one, cannot wrap EdDSA keys),
+/// saying what the token could not do (`export`, `wrap`); other errors as they are.
+pub(crate) fn not_wrappable(e: Error, what: &str) -> Error {
+    match rv_in(&e) {
+        Some(RvError::KeyNotWrappable) => Error::unsupported(format!(
+            "this token cannot {what} keys of this type (CKR_KEY_NOT_WRAPPABLE)"
+        ))
+        .with_source(e),
+        _ => e,
+    }
+}
+
+/// Whether an error says a cached object handle no longer exists.
+pub(crate) fn stale_handle(e: &Error) -> bool {
+    matches!(
+        rv_in(e),
+        Some(RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid)
+    )
+}
 
 /// The numeric `CK_RV` and its `CKR_` name.
 // `CK_RV` is a C `unsigned long`: `u64` here, `u32` on some targets, hence `u64::from`.

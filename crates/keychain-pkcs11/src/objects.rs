@@ -1,15 +1,8 @@
-//! How keys map to PKCS#11 objects, and back.
+//! How keys map to PKCS#11 objects, and back: the objects of a key (labelled and identified as
+//! `naming.rs` says), their templates, and the key read back from their attributes.
 //!
-//! A key `name`, version `v`, is:
-//! - a private key (asymmetric) or secret key (AES) object, and for asymmetric keys a public key
-//!   object, all with `CKA_TOKEN = true`;
-//! - `CKA_LABEL` = the name, exactly (so `pkcs11-tool --list-objects` shows it);
-//! - `CKA_ID` = 16 bytes: the version as a big-endian `u32`, then 12 random bytes. The ID links
-//!   the objects of one version; the random part keeps IDs unique on the token even when a name
-//!   is deleted and created again.
-//!
-//! Objects whose label is not a valid key name or whose ID is not 16 bytes with a non-zero
-//! version are not keychain's and are ignored.
+//! A key `name`, version `v`, is a private key (asymmetric) or secret key (AES) object, and for
+//! asymmetric keys a public key object, all with `CKA_TOKEN = true`.
 
 use std::collections::BTreeMap;
 
@@ -24,8 +17,8 @@ use keychain_core::{
 };
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
-use crate::error::map;
-use crate::pool::rv_in;
+use crate::error::{map, rv_in};
+use crate::naming::version_of;
 
 /// An object's attributes, or `None` when it was destroyed since it was found (by another
 /// process, or another session of this one).
@@ -48,31 +41,11 @@ pub(crate) fn attributes(
     }
 }
 
-/// Length of a keychain `CKA_ID`.
-pub(crate) const ID_LEN: usize = 16;
-
 const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const OID_P521: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
 const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
-
-/// The `CKA_ID` of version `version`, with `random` (12 bytes from the token's generator).
-pub(crate) fn make_id(version: KeyVersion, random: &[u8]) -> Vec<u8> {
-    let mut id = Vec::with_capacity(ID_LEN);
-    id.extend_from_slice(&version.to_be_bytes());
-    id.extend_from_slice(&random[..ID_LEN - 4]);
-    id
-}
-
-/// The version in a keychain `CKA_ID`, `None` for IDs that are not keychain's.
-pub(crate) fn version_of(id: &[u8]) -> Option<KeyVersion> {
-    if id.len() != ID_LEN {
-        return None;
-    }
-    let v = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
-    (v != 0).then_some(v)
-}
 
 /// One version of a key on the token.
 #[derive(Debug, Clone)]
@@ -756,15 +729,6 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "test assertions")]
 
     use super::*;
-
-    #[test]
-    fn ids_carry_versions() {
-        let id = make_id(3, &[0xab; 12]);
-        assert_eq!(id.len(), ID_LEN);
-        assert_eq!(version_of(&id), Some(3));
-        assert_eq!(version_of(&make_id(0, &[1; 12])), None);
-        assert_eq!(version_of(&[1, 2, 3]), None);
-    }
 
     #[test]
     fn ec_points_unwrap_octet_strings() {

@@ -15,16 +15,19 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
-use cryptoki::error::{Error as CkError, Rv, RvError};
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use keychain_core::{Error, ErrorKind, KeyAlgorithm, ProviderCode, Result, SecretString};
+use keychain_core::support::CloseGuard;
+use keychain_core::{
+    Error, ErrorKind, KeyAlgorithm, Operation, ProviderCode, Result, SecretString,
+};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
 
 use crate::config::{Dispatch, INLINE_BELOW};
-use crate::error::{BACKEND, SessionFate, map, session_fate};
+use crate::error::{BACKEND, SessionFate, map, rv_in, session_fate};
 
 /// What a call does, as far as [`Dispatch::Adaptive`] tells calls apart: their durations differ
 /// by orders of magnitude (an RSA-4096 signature against an attribute read), so each class has
@@ -162,7 +165,7 @@ pub(crate) struct Pool {
     /// Bumped whenever the token's sessions were found gone: object handles from before may
     /// now name other objects (modules restart their numbering), so caches compare this.
     generation: AtomicU64,
-    closed: AtomicBool,
+    closed: CloseGuard,
 }
 
 impl std::fmt::Debug for Pool {
@@ -172,19 +175,6 @@ impl std::fmt::Debug for Pool {
             .field("max", &self.max)
             .field("idle", &self.idle_count())
             .finish_non_exhaustive()
-    }
-}
-
-/// The `RvError` behind a mapped error, recovered from its provider code.
-pub(crate) fn rv_in(e: &Error) -> Option<RvError> {
-    match e.provider_code() {
-        Some(ProviderCode::Pkcs11(code)) => {
-            match Rv::from(std::os::raw::c_ulong::try_from(*code).ok()?) {
-                Rv::Error(rv) => Some(rv),
-                Rv::Ok => None,
-            }
-        }
-        _ => None,
     }
 }
 
@@ -211,7 +201,7 @@ impl Pool {
             login: Mutex::new(None),
             recheck_login: AtomicBool::new(false),
             generation: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
+            closed: CloseGuard::new(),
         }
     }
 
@@ -242,30 +232,24 @@ impl Pool {
             .map(LoginFailure::error)
     }
 
-    fn closed_error() -> Error {
-        Error::new(ErrorKind::Unavailable, "the backend is closed")
-            .with_backend(BACKEND)
-            .with_retryable(false)
-    }
-
     /// Runs `f` with a logged-in session, beside other calls on the token; `call` says what it
-    /// does, for the dispatch.
-    pub(crate) async fn run<T, F>(self: &Arc<Self>, call: Call, f: F) -> Result<T>
+    /// does, for the dispatch. Once the pool is closed: `Unavailable`, naming `op`.
+    pub(crate) async fn run<T, F>(self: &Arc<Self>, op: Operation, call: Call, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Session) -> Result<T> + Send + 'static,
     {
-        self.spawn(call, false, f).await
+        self.spawn(op, call, false, f).await
     }
 
     /// Runs `f` (which creates or destroys objects) with the token to itself within this
     /// process, off the async threads unless the dispatch is [`Dispatch::Inline`].
-    pub(crate) async fn run_exclusive<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    pub(crate) async fn run_exclusive<T, F>(self: &Arc<Self>, op: Operation, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Session) -> Result<T> + Send + 'static,
     {
-        self.spawn(Call::OffThread, true, f).await
+        self.spawn(op, Call::OffThread, true, f).await
     }
 
     /// Whether a `call` runs on the calling thread.
@@ -308,18 +292,22 @@ impl Pool {
         }
     }
 
-    async fn spawn<T, F>(self: &Arc<Self>, call: Call, exclusive: bool, f: F) -> Result<T>
+    async fn spawn<T, F>(
+        self: &Arc<Self>,
+        op: Operation,
+        call: Call,
+        exclusive: bool,
+        f: F,
+    ) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Session) -> Result<T> + Send + 'static,
     {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Self::closed_error());
-        }
+        self.closed.check(BACKEND, op)?;
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
-            .map_err(|_| Self::closed_error())?;
+            .map_err(|_| CloseGuard::error(BACKEND, op))?;
         if (exclusive && self.dispatch == Dispatch::Inline) || (!exclusive && self.inline(call)) {
             // Only when the token is free now: waiting for the token lock here would block the
             // worker thread behind another call's key generation.
@@ -422,7 +410,7 @@ impl Pool {
             .and_then(rv_in)
             .map_or(SessionFate::Fine, session_fate);
         match fate {
-            SessionFate::Fine if !self.closed.load(Ordering::Acquire) => {
+            SessionFate::Fine if !self.closed.is_closed() => {
                 self.idle
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -507,7 +495,7 @@ impl Pool {
 
     /// Closes every idle session and refuses new work; waits for work in flight.
     pub(crate) async fn close(self: &Arc<Self>) {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if !self.closed.close() {
             return;
         }
         let max = u32::try_from(self.max).unwrap_or(u32::MAX);
@@ -528,7 +516,7 @@ impl Pool {
 
     /// Closes idle sessions synchronously (used on drop without `close`).
     pub(crate) fn close_now(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.closed.close();
         self.permits.close();
         let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
         for s in idle {

@@ -13,7 +13,7 @@ use keychain_core::{
     Backend, BackendExt as _, ErrorKind, HashAlg, HealthStatus, KeyAlgorithm, KeyRef, KeySpec,
     KeyUri, ProviderCode, SecretSource, SignInput, SignatureScheme,
 };
-use keychain_pkcs11::{Config, MAX_RANDOM, Pkcs11Backend};
+use keychain_pkcs11::{Config, Pkcs11Backend};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_key_is_listed_by_pkcs11_tool_with_its_label() {
@@ -285,9 +285,10 @@ async fn existing_name_is_already_exists_and_left_untouched() {
 async fn errors_carry_the_pkcs11_code_and_limits_hold() {
     let Some(env) = common::env() else { return };
     let backend = env.open().await;
-    let e = backend.random(MAX_RANDOM + 1).await.unwrap_err();
+    let max = backend.capabilities().max_random.unwrap();
+    let e = backend.random(max + 1).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
-    assert_eq!(backend.random(MAX_RANDOM).await.unwrap().len(), MAX_RANDOM);
+    assert_eq!(backend.random(max).await.unwrap().len(), max);
     // A wrong AAD: the token's refusal becomes Integrity, still naming the call and the code.
     let name = env.name("code");
     backend
@@ -309,6 +310,14 @@ async fn errors_carry_the_pkcs11_code_and_limits_hold() {
     // SoftHSM has CKM_AES_KEY_WRAP_PAD: exports under a password and imports are declared.
     let caps = backend.capabilities();
     assert!(caps.export_wrapped && caps.import_wrapped && caps.import);
+    assert_eq!(caps.backend, <Config as keychain_core::BackendConfig>::TYPE);
+    // Closed: every operation is Unavailable and not retryable, and closing again is a no-op.
+    backend.close().await.unwrap();
+    backend.close().await.unwrap();
+    let e = backend.random(8).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(!e.retryable());
+    assert_eq!(e.operation(), Some(keychain_core::Operation::Random));
 }
 
 /// The module's calls run in place on a multi-threaded runtime's worker (`block_in_place`) and on
