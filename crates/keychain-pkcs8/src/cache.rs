@@ -77,6 +77,13 @@ impl Pkcs8Backend {
         {
             return Ok(Arc::clone(e));
         }
+        // Boxed for the reason `loaded` gives: this path reads the store.
+        Box::pin(self.reload(name, cached)).await
+    }
+
+    /// [`Pkcs8Backend::entry`] when the cache holds nothing current for `name`: the metadata
+    /// read afresh, with what `cached` (the stale entry, if any) decrypted of the same files.
+    async fn reload(&self, name: &KeyName, cached: Option<Arc<Entry>>) -> Result<Arc<Entry>> {
         // All taken before the read: a change after them makes the next check reload, and a
         // removal from the cache meanwhile keeps this read out of it.
         let ticket = self.cache.ticket();
@@ -131,7 +138,8 @@ impl Pkcs8Backend {
         false
     }
 
-    /// Decrypts and parses one version of a key (KDF work off the async threads), cached.
+    /// One version of a key, ready to use: from the entry when it was decrypted before, else
+    /// decrypted and parsed now and kept in the entry.
     pub(crate) async fn loaded(&self, entry: &Entry, version: KeyVersion) -> Result<Loaded> {
         let is_current = version == entry.meta.current();
         if is_current && let Some(l) = entry.current.get() {
@@ -140,6 +148,19 @@ impl Pkcs8Backend {
         if let Some(l) = lock(&entry.loaded).get(&version) {
             return Ok(l.clone());
         }
+        // Boxed: this path reads a file and runs the KDF, once per version and process. Inline,
+        // its state would make every sign/encrypt/decrypt future (which `async_trait` allocates
+        // and moves per call) several times larger.
+        Box::pin(self.load_version(entry, version, is_current)).await
+    }
+
+    /// Decrypts and parses one version of a key (KDF work off the async threads), cached.
+    async fn load_version(
+        &self,
+        entry: &Entry,
+        version: KeyVersion,
+        is_current: bool,
+    ) -> Result<Loaded> {
         let name = &entry.meta.name;
         let vm = entry
             .meta

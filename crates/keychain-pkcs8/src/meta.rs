@@ -14,10 +14,12 @@ use crate::error;
 
 /// A key's metadata file, in its directory.
 pub(crate) const META: &str = "meta.json";
+/// The `format` of the metadata this version writes and reads.
 pub(crate) const META_FORMAT: u32 = 1;
 /// The store-wide record: the password verifier. Key names have no `.`, so no key's directory
 /// can be called this.
 pub(crate) const STORE_RECORD: &str = "store.json";
+/// The `format` of the store record this version writes and reads.
 pub(crate) const STORE_FORMAT: u32 = 1;
 
 /// The per-key metadata file, `<name>/meta.json`. It is the commit point: a key exists exactly
