@@ -515,6 +515,11 @@ impl Pool {
     }
 
     /// Closes idle sessions synchronously (used on drop without `close`).
+    /// `Ok` while the pool is open; [`CloseGuard::error`] once closed.
+    pub(crate) fn check_open(&self, op: Operation) -> Result<()> {
+        self.closed.check(BACKEND, op)
+    }
+
     pub(crate) fn close_now(&self) {
         self.closed.close();
         self.permits.close();

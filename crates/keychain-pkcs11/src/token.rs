@@ -201,6 +201,8 @@ impl Pkcs11Backend {
     /// dispatch and free memory.
     pub(crate) async fn token_health(&self) -> Result<Health> {
         let pool = Arc::clone(&self.inner.pool);
+        // The one call that does not go through the pool's `run`: check the guard here.
+        pool.check_open(Operation::Health)?;
         let (label, slot_id) = (self.inner.token_label.clone(), self.inner.slot_id);
         let (idle, max) = (pool.idle_count(), pool.max());
         if let Some(e) = pool.login_rejected() {

@@ -318,6 +318,8 @@ async fn errors_carry_the_pkcs11_code_and_limits_hold() {
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(!e.retryable());
     assert_eq!(e.operation(), Some(keychain_core::Operation::Random));
+    let e = backend.health().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 }
 
 /// The module's calls run in place on a multi-threaded runtime's worker (`block_in_place`) and on
