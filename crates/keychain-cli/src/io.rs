@@ -37,10 +37,37 @@ fn open_file(path: &Path) -> Result<std::fs::File> {
 }
 
 /// An input file or stdin, opened for reading.
-pub(crate) fn open_input(path: Option<&Path>) -> Result<Box<dyn Read + Send>> {
+fn open_input(path: Option<&Path>) -> Result<Box<dyn Read + Send>> {
     match path {
         Some(p) if !is_stdio(Some(p)) => Ok(Box::new(open_file(p)?)),
         _ => Ok(Box::new(std::io::stdin())),
+    }
+}
+
+/// An input file or stdin for the library to read (a streamed `sign`/`verify`): its read errors
+/// name the file (or stdin), keeping their kind, since the library does not know the name.
+pub(crate) fn open_stream(path: Option<&Path>) -> Result<Box<dyn Read + Send>> {
+    let name = match path {
+        Some(p) if !is_stdio(Some(p)) => p.display().to_string(),
+        _ => "stdin".to_owned(),
+    };
+    Ok(Box::new(Named {
+        inner: open_input(path)?,
+        name,
+    }))
+}
+
+/// A reader whose errors carry its name, keeping their kind.
+struct Named<R> {
+    inner: R,
+    name: String,
+}
+
+impl<R: Read> Read for Named<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner
+            .read(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.name)))
     }
 }
 
@@ -409,4 +436,31 @@ pub(crate) fn file_error(e: std::io::Error, verb: &str, path: &Path) -> Error {
         error.kind(),
         format!("cannot {verb} {}: {}", path.display(), error.message()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Failing;
+
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+        }
+    }
+
+    #[test]
+    fn a_named_stream_says_which_input_failed_and_keeps_the_kind() {
+        let mut named = Named {
+            inner: Failing,
+            name: "release.tar".to_owned(),
+        };
+        let e = named.read(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(e.to_string().starts_with("release.tar: "), "{e}");
+        let e = Error::from(e);
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("release.tar"), "{e}");
+    }
 }

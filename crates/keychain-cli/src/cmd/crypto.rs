@@ -10,7 +10,7 @@ use serde_json::json;
 use super::target_of;
 use crate::cli::{CipherArgs, SignArgs, VerifyArgs};
 use crate::io::{
-    MAX_WHOLE_INPUT, Secrecy, check_binary_destination, mib, open_input, read_file, read_input,
+    MAX_WHOLE_INPUT, Secrecy, check_binary_destination, mib, open_stream, read_file, read_input,
     read_input_limited, write_output,
 };
 use crate::output::Out;
@@ -49,7 +49,7 @@ pub(super) async fn sign(out: Out, keychain: &Keychain, args: &SignArgs) -> Resu
                 .await?
         }
         None => {
-            let mut input = open_input(args.input.as_deref())?;
+            let mut input = open_stream(args.input.as_deref())?;
             backend
                 .sign_reader(&resolved.key, &mut input, &options)
                 .await?
@@ -105,7 +105,7 @@ pub(super) async fn verify(out: Out, keychain: Option<&Keychain>, args: &VerifyA
                         .await?
                 }
                 None => {
-                    let mut input = open_input(args.input.as_deref())?;
+                    let mut input = open_stream(args.input.as_deref())?;
                     backend
                         .verify_reader(&resolved.key, &mut input, &signature, &options)
                         .await?
@@ -123,7 +123,7 @@ pub(super) async fn verify(out: Out, keychain: Option<&Keychain>, args: &VerifyA
                     SignPayload::digest(scheme, args.hash, parse_digest(hex_digest)?)?
                 }
                 None => {
-                    let mut input = open_input(args.input.as_deref())?;
+                    let mut input = open_stream(args.input.as_deref())?;
                     SignPayload::read(scheme, &mut input, options.max_message)?
                 }
             };
