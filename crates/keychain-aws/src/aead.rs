@@ -91,13 +91,7 @@ impl AwsBackend {
     /// The KMS key and version to encrypt with: `key` must be a symmetric key that encrypts.
     async fn symmetric_target(&self, key: &KeyRef) -> Result<(String, KeyVersion)> {
         let (r, id, version) = self.target(key).await?;
-        if !r.algorithm.is_symmetric() {
-            return Err(Error::invalid_input(format!(
-                "{} is a {} key; AEAD needs a symmetric key",
-                key.name(),
-                r.algorithm
-            )));
-        }
+        r.algorithm.require_symmetric()?;
         if !r.usages.contains(KeyUsage::Encrypt) {
             return Err(Error::invalid_input("the key lacks the encrypt usage"));
         }
@@ -144,12 +138,7 @@ impl AwsBackend {
         aad: &[u8],
     ) -> Result<SecretBytes> {
         let r = self.resolve(name).await?;
-        if !r.algorithm.is_symmetric() {
-            return Err(Error::invalid_input(format!(
-                "{name} is a {} key; AEAD needs a symmetric key",
-                r.algorithm
-            )));
-        }
+        r.algorithm.require_symmetric()?;
         let framed = FRAME.parse(ciphertext)?;
         let format = framed.format;
         // No KeyId: KMS finds the key in the blob, and the answer's KeyId is checked below, so

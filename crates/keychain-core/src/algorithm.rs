@@ -103,6 +103,21 @@ impl KeyAlgorithm {
         self.is_aes() || matches!(self, Self::ChaCha20Poly1305)
     }
 
+    /// `Ok` for a symmetric key: the check every backend's `encrypt` and `decrypt_aead` make,
+    /// with one message.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::InvalidInput`] for an asymmetric algorithm.
+    pub fn require_symmetric(self) -> Result<()> {
+        if self.is_symmetric() {
+            Ok(())
+        } else {
+            Err(Error::invalid_input(format!(
+                "{self} keys do not do AEAD: encrypt and decrypt_aead need a symmetric key"
+            )))
+        }
+    }
+
     /// AES-GCM of any key size.
     pub const fn is_aes(self) -> bool {
         matches!(self, Self::Aes128Gcm | Self::Aes192Gcm | Self::Aes256Gcm)

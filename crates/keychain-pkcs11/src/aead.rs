@@ -83,12 +83,7 @@ impl Pkcs11Backend {
                 inner.call(key2.name(), plaintext.len()),
                 move |s| {
                     inner.with_key(s, key2.name(), key2.version(), |entry, v| {
-                        if !entry.algorithm.is_symmetric() {
-                            return Err(Error::invalid_input(format!(
-                                "{} is a {} key; AEAD needs a symmetric key",
-                                entry.name, entry.algorithm
-                            )));
-                        }
+                        entry.algorithm.require_symmetric()?;
                         require_usage(entry, KeyUsage::Encrypt, "encrypt")?;
                         let random = s.generate_random_vec(NONCE_LEN as u32).map_err(map)?;
                         let mut nonce = [0u8; NONCE_LEN];
@@ -133,12 +128,7 @@ impl Pkcs11Backend {
                 inner.call(&name2, body.len()),
                 move |s| {
                     inner.with_key(s, &name2, Some(version), |entry, v| {
-                        if !entry.algorithm.is_symmetric() {
-                            return Err(Error::invalid_input(format!(
-                                "{} is a {} key; AEAD needs a symmetric key",
-                                entry.name, entry.algorithm
-                            )));
-                        }
+                        entry.algorithm.require_symmetric()?;
                         require_usage(entry, KeyUsage::Decrypt, "decrypt")?;
                         let mut iv = nonce;
                         let params =

@@ -52,12 +52,7 @@ impl Pkcs8Backend {
         aad: &[u8],
     ) -> Result<Vec<u8>> {
         let entry = self.entry(key.name()).await?;
-        if !entry.meta.algorithm.is_symmetric() {
-            return Err(Error::invalid_input(format!(
-                "{} keys do not do AEAD encryption",
-                entry.meta.algorithm
-            )));
-        }
+        entry.meta.algorithm.require_symmetric()?;
         entry.meta.require_usage(KeyUsage::Encrypt)?;
         let version = key.version().unwrap_or_else(|| entry.meta.current());
         let Loaded::Aead(k) = self.loaded(&entry, version).await? else {
@@ -103,12 +98,7 @@ impl Pkcs8Backend {
         aad: &[u8],
     ) -> Result<SecretBytes> {
         let entry = self.entry(name).await?;
-        if !entry.meta.algorithm.is_symmetric() {
-            return Err(Error::invalid_input(format!(
-                "{} keys do not do AEAD decryption",
-                entry.meta.algorithm
-            )));
-        }
+        entry.meta.algorithm.require_symmetric()?;
         entry.meta.require_usage(KeyUsage::Decrypt)?;
         let ct = AeadCiphertext::parse(ciphertext)?;
         if ct.key_version > entry.meta.current() {

@@ -392,12 +392,7 @@ impl TpmBackend {
     }
 
     fn check_symmetric(record: &Record, usage: KeyUsage) -> Result<()> {
-        if !record.algorithm.is_symmetric() {
-            return Err(Error::invalid_input(format!(
-                "{} keys do not do AEAD",
-                record.algorithm
-            )));
-        }
+        record.algorithm.require_symmetric()?;
         if !record.usages.contains(usage) {
             return Err(Error::invalid_input(format!(
                 "the key does not have the {usage:?} usage"

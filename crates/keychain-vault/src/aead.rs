@@ -75,13 +75,7 @@ impl VaultBackend {
         // Shared with other encrypts, exclusive of this backend's deletes (see `admin`).
         let _admin = self.admin.read().await;
         let (resolved, version) = self.target(key).await?;
-        if !resolved.algorithm.is_symmetric() {
-            return Err(Error::invalid_input(format!(
-                "{} is a {} key; AEAD needs a symmetric key",
-                key.name(),
-                resolved.algorithm
-            )));
-        }
+        resolved.algorithm.require_symmetric()?;
         let encoded = Zeroizing::new(Base64::encode_string(plaintext));
         let mut body = json!({ "plaintext": encoded.as_str() });
         if !aad.is_empty() {
@@ -105,12 +99,7 @@ impl VaultBackend {
         aad: &[u8],
     ) -> Result<SecretBytes> {
         let resolved = self.resolve(name).await?;
-        if !resolved.algorithm.is_symmetric() {
-            return Err(Error::invalid_input(format!(
-                "{name} is a {} key; AEAD needs a symmetric key",
-                resolved.algorithm
-            )));
-        }
+        resolved.algorithm.require_symmetric()?;
         let text = to_transit_ciphertext(ciphertext)?;
         let mut body = json!({ "ciphertext": text });
         if !aad.is_empty() {
